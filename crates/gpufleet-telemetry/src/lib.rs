@@ -1,0 +1,1 @@
+//! Telemetry sources and collectors (placeholder).
