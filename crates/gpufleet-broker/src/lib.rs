@@ -28,7 +28,7 @@ use thiserror::Error;
 pub mod embedded;
 pub mod testsuite;
 
-
+pub use embedded::EmbeddedBroker;
 
 /// Identifies a message within its topic. Embedded: the log offset. Redis: `(ms << 64) | seq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
