@@ -26,7 +26,7 @@ pub mod embedded;
 pub mod export;
 pub mod testsuite;
 
-
+pub use embedded::EmbeddedStore;
 
 /// Outcome of a write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
