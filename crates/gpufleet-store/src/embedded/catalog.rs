@@ -5,7 +5,8 @@
 //! Ids are assigned on first sight and never reused. Every new or changed definition ([`Def`])
 //! travels inside the WAL record of the write that introduced it, so it is as durable as the
 //! samples that use it; a flush appends the definitions not yet in `catalog.log` to that file
-//! (CRC-framed, append-only, a torn tail is cut) before any partition file refers to them.
+//! before any partition file refers to them: one CRC-framed, deflate-compressed record per
+//! append (append-only; a torn tail is cut on open).
 
 use super::bin::{begin_frame, end_frame, put_str, put_varint, read_frames, Reader};
 use crate::StoreError;
@@ -13,7 +14,7 @@ use gpufleet_core::{GpuDesc, GpuUuid, HostName, MetricName, SeriesKey};
 use rustc_hash::FxHashMap;
 use std::{
     fs::{File, OpenOptions},
-    io::Write,
+    io::{Read, Write},
     path::{Path, PathBuf},
 };
 use tracing::warn;
@@ -290,8 +291,12 @@ impl CatalogFile {
         }
         let (frames, end) = read_frames(&buf[4..]);
         for f in frames {
-            let mut r = Reader::new(f, "catalog record");
-            cat.apply(Def::decode(&mut r)?)?;
+            let mut defs = Vec::new();
+            flate2::read::DeflateDecoder::new(f).read_to_end(&mut defs).map_err(|e| StoreError::Corrupt(format!("catalog record: {e}")))?;
+            let mut r = Reader::new(&defs, "catalog record");
+            while !r.is_empty() {
+                cat.apply(Def::decode(&mut r)?)?;
+            }
         }
         if 4 + end < buf.len() {
             warn!(path = %path.display(), kept = 4 + end, len = buf.len(), "catalog has a torn tail; truncating it");
@@ -306,12 +311,14 @@ impl CatalogFile {
         if defs.is_empty() {
             return Ok(());
         }
+        let mut raw = Vec::new();
+        defs.iter().for_each(|d| d.encode(&mut raw));
         let mut out = Vec::new();
-        for d in defs {
-            let at = begin_frame(&mut out);
-            d.encode(&mut out);
-            end_frame(&mut out, at);
-        }
+        let at = begin_frame(&mut out);
+        let mut z = flate2::write::DeflateEncoder::new(out, flate2::Compression::best());
+        z.write_all(&raw).map_err(io(&self.path))?;
+        let mut out = z.finish().map_err(io(&self.path))?;
+        end_frame(&mut out, at);
         self.file.write_all(&out).map_err(io(&self.path))?;
         self.file.sync_data().map_err(io(&self.path))
     }

@@ -224,7 +224,8 @@ pub(crate) fn write_rollups(
 ) -> Result<(Arc<RollupFile>, Arc<RollupFile>), StoreError> {
     let mut out = Vec::with_capacity(2);
     for (kind, res) in [(FileKind::Min, RES_1M), (FileKind::Hour, RES_1H)] {
-        let rows: Vec<(u32, Vec<rollup::Row>)> = slices.iter().map(|s| (s.series, rollup::rows_of(s.ts, s.vals, res))).collect();
+        let rows: Vec<rollup::RollSeries> =
+            slices.iter().map(|s| rollup::RollSeries { series: s.series, group: s.group, rows: rollup::rows_of(s.ts, s.vals, res) }).collect();
         let path = file_path(root, kind, day, seq);
         write_atomic(&path, &rollup::encode(res, &rows, supersedes)?)?;
         out.push(Arc::new(RollupFile::open(&path, seq, res)?));

@@ -115,22 +115,25 @@ pub(crate) fn encode(series: &[SeriesSlice<'_>], supersedes: &[u64], ingest: &[(
         put_varint(&mut ix, w.meta_off);
         put_varint(&mut ix, u64::from(w.meta_len));
     }
+    // Entries in (group, series) order: statistics of one metric sit together and compress well.
+    let order: Vec<usize> = groups.values().flatten().copied().collect();
     let accs: Vec<Acc> = series.iter().map(|s| Acc::of(s.ts, s.vals)).collect();
     let sums: Vec<(i64, i64, f64)> = accs.iter().map(|a| a.sum.pack()).collect();
     put_varint(&mut ix, series.len() as u64);
-    let col = |f: &dyn Fn(usize) -> i64| (0..series.len()).map(f).collect::<Vec<i64>>();
+    let col = |f: &dyn Fn(usize) -> i64| order.iter().map(|&i| f(i)).collect::<Vec<i64>>();
+    let fcol = |f: &dyn Fn(usize) -> f64| order.iter().map(|&i| f(i)).collect::<Vec<f64>>();
     put_i64s(&mut ix, &col(&|i| i64::from(series[i].series)))?;
     put_i64s(&mut ix, &col(&|i| i64::from(ts_page[i])))?;
     put_i64s(&mut ix, &col(&|i| i64::from(val_loc[i].0)))?;
     put_i64s(&mut ix, &col(&|i| i64::from(val_loc[i].2)))?;
     put_i64s(&mut ix, &col(&|i| series[i].ts[0]))?;
     put_i64s(&mut ix, &col(&|i| accs[i].last_ts))?;
-    put_f64s(&mut ix, &accs.iter().map(|a| a.min).collect::<Vec<_>>())?;
-    put_f64s(&mut ix, &accs.iter().map(|a| a.max).collect::<Vec<_>>())?;
-    put_f64s(&mut ix, &accs.iter().map(|a| a.last).collect::<Vec<_>>())?;
+    put_f64s(&mut ix, &fcol(&|i| accs[i].min))?;
+    put_f64s(&mut ix, &fcol(&|i| accs[i].max))?;
+    put_f64s(&mut ix, &fcol(&|i| accs[i].last))?;
     put_i64s(&mut ix, &col(&|i| sums[i].0))?;
     put_i64s(&mut ix, &col(&|i| sums[i].1))?;
-    put_f64s(&mut ix, &sums.iter().map(|s| s.2).collect::<Vec<_>>())?;
+    put_f64s(&mut ix, &fcol(&|i| sums[i].2))?;
     end_file(&mut out, &ix, MAGIC);
     Ok(out)
 }
@@ -228,6 +231,7 @@ impl RawFile {
             samples += u64::from(count);
             entries.push(Entry { series: to_u32(series[i], "series id")?, ts_page, group, val_off, val_len, min_ts: min_ts[i], acc });
         }
+        entries.sort_unstable_by_key(|e| e.series);
         if entries.windows(2).any(|w| w[0].series >= w[1].series) {
             return Err(StoreError::Corrupt(format!("{}: index not sorted", path.display())));
         }

@@ -75,7 +75,8 @@ fn drop_superseded<T>(files: Vec<Arc<T>>, seq: impl Fn(&T) -> u64, sup: impl Fn(
 }
 
 /// Opens every data file under `root`; returns them and the largest seq seen.
-pub(crate) fn load_partitions(root: &Path) -> Result<(Partitions, u64), StoreError> {
+/// `metric_of` maps series ids to metric ids (for rebuilding rollups).
+pub(crate) fn load_partitions(root: &Path, metric_of: &[u32]) -> Result<(Partitions, u64), StoreError> {
     let mut max_seq = 0;
     let raw = list_kind(root, FileKind::Raw, &mut max_seq)?;
     let mins = list_kind(root, FileKind::Min, &mut max_seq)?;
@@ -104,7 +105,8 @@ pub(crate) fn load_partitions(root: &Path) -> Result<(Partitions, u64), StoreErr
             }
             warn!(path = %raw.path.display(), "rollups of a partition file are missing; rebuilding them");
             let data = raw.entries.iter().map(|e| raw.read(e).map(|tv| (e.series, tv))).collect::<Result<Vec<_>, _>>()?;
-            let slices: Vec<SeriesSlice<'_>> = data.iter().map(|(s, (t, v))| SeriesSlice { series: *s, group: 0, ts: t, vals: v }).collect();
+            let slices: Vec<SeriesSlice<'_>> =
+                data.iter().map(|(s, (t, v))| SeriesSlice { series: *s, group: metric_of.get(*s as usize).copied().unwrap_or(u32::MAX), ts: t, vals: v }).collect();
             let (m, h) = write_rollups(root, *day, raw.seq, &slices, &raw.supersedes)?;
             d.r1m.retain(|f| f.seq != raw.seq);
             d.r1h.retain(|f| f.seq != raw.seq);
@@ -128,7 +130,8 @@ pub(crate) fn open(cfg: StoreConfig) -> Result<(Inner, bool), StoreError> {
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
     let (catalog_file, catalog) = CatalogFile::open(&root.join("catalog.log"))?;
-    let (parts, max_seq) = load_partitions(&root)?;
+    let metric_of: Vec<u32> = catalog.series.iter().map(|s| s.metric).collect();
+    let (parts, max_seq) = load_partitions(&root, &metric_of)?;
     let mut st = State { catalog, parts: Arc::new(parts), ..State::default() };
     seed_from_files(&mut st)?;
     let segments = wal::list_segments(&wal_dir)?;

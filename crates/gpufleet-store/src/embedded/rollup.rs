@@ -3,8 +3,9 @@
 //! kept after the raw data expires.
 //!
 //! A rollup file stores its rows column by column (bucket, count, min, max, last, last ts, and
-//! the three parts of the exact sum), each a pco chunk split into pages of consecutive series
-//! of about 4096 rows, so reading one series decodes one page per column. Because [`Acc`]
+//! the three parts of the exact sum); each metric has its own set of column chunks (a narrow
+//! value range per chunk compresses well), split into pages of consecutive series of about
+//! 4096 rows, so reading one series decodes one page per column. Because [`Acc`]
 //! merges exactly, rows from several files and several buckets combine into any coarser step
 //! with the same answer a pass over the raw points gives.
 
@@ -52,64 +53,82 @@ pub(crate) fn rows_of(ts: &[i64], vals: &[f64], res: i64) -> Vec<Row> {
     out
 }
 
-/// Encodes a rollup file. `series` must be sorted by id, each with at least one row.
-pub(crate) fn encode(res: i64, series: &[(u32, Vec<Row>)], supersedes: &[u64]) -> Result<Vec<u8>, StoreError> {
+/// Rows of one series to write.
+pub(crate) struct RollSeries {
+    /// Series id.
+    pub(crate) series: u32,
+    /// Chunk group (the metric id): rows of one group share column chunks.
+    pub(crate) group: u32,
+    /// Rows, ascending bucket, non-empty.
+    pub(crate) rows: Vec<Row>,
+}
+
+fn put_lens(ix: &mut Vec<u8>, v: impl Iterator<Item = i64>) -> Result<(), StoreError> {
+    put_i64s(ix, &v.collect::<Vec<_>>())
+}
+
+/// Encodes a rollup file. Rows are laid out by (group, series): one set of column chunks per
+/// metric keeps each chunk's value distribution narrow.
+pub(crate) fn encode(res: i64, series: &[RollSeries], supersedes: &[u64]) -> Result<Vec<u8>, StoreError> {
     let mut out = begin_file(MAGIC)?;
-    let mut pages: Vec<usize> = Vec::new();
-    let mut entries: Vec<[i64; 4]> = Vec::with_capacity(series.len());
-    let mut open_rows = 0usize;
-    for (s, rows) in series {
-        if open_rows >= PAGE_ROWS {
-            pages.push(open_rows);
-            open_rows = 0;
+    let mut order: Vec<usize> = (0..series.len()).collect();
+    order.sort_by_key(|&i| (series[i].group, series[i].series));
+    let mut ix = Vec::new();
+    put_varint(&mut ix, res as u64);
+    put_varint(&mut ix, supersedes.len() as u64);
+    supersedes.iter().for_each(|s| put_varint(&mut ix, *s));
+    let mut groups: Vec<&[usize]> = order.chunk_by(|a, b| series[*a].group == series[*b].group).collect();
+    groups.retain(|g| !g.is_empty());
+    put_varint(&mut ix, groups.len() as u64);
+    let mut entries: Vec<[i64; 5]> = Vec::with_capacity(series.len());
+    for (gi, members) in groups.iter().enumerate() {
+        let mut pages: Vec<usize> = Vec::new();
+        let mut open_rows = 0usize;
+        for &i in *members {
+            if open_rows >= PAGE_ROWS {
+                pages.push(open_rows);
+                open_rows = 0;
+            }
+            let s = &series[i];
+            entries.push([i64::from(s.series), gi as i64, pages.len() as i64, open_rows as i64, s.rows.len() as i64]);
+            open_rows += s.rows.len();
         }
-        entries.push([i64::from(*s), pages.len() as i64, open_rows as i64, rows.len() as i64]);
-        open_rows += rows.len();
-    }
-    if open_rows > 0 {
-        pages.push(open_rows);
-    }
-    let rows = series.iter().flat_map(|(_, r)| r.iter());
-    let n: usize = pages.iter().sum();
-    let mut ints: [Vec<i64>; 5] = Default::default();
-    let mut floats: [Vec<f64>; 4] = Default::default();
-    for r in rows {
-        let (t, a, b) = r.acc.sum.pack();
-        ints[0].push(r.bucket);
-        ints[1].push(r.acc.count as i64);
-        ints[2].push(r.acc.last_ts);
-        ints[3].push(t);
-        ints[4].push(a);
-        floats[0].push(r.acc.min);
-        floats[1].push(r.acc.max);
-        floats[2].push(r.acc.last);
-        floats[3].push(b);
-    }
-    debug_assert_eq!(ints[0].len(), n);
-    let mut ws = Vec::with_capacity(N_COLS);
-    if n > 0 {
+        if open_rows > 0 {
+            pages.push(open_rows);
+        }
+        let mut ints: [Vec<i64>; 5] = Default::default();
+        let mut floats: [Vec<f64>; 4] = Default::default();
+        for r in members.iter().flat_map(|&i| series[i].rows.iter()) {
+            let (t, a, b) = r.acc.sum.pack();
+            ints[0].push(r.bucket);
+            ints[1].push(r.acc.count as i64);
+            ints[2].push(r.acc.last_ts - r.bucket);
+            ints[3].push(t);
+            ints[4].push(a);
+            floats[0].push(r.acc.min);
+            floats[1].push(r.acc.max);
+            floats[2].push(r.acc.last);
+            floats[3].push(b);
+        }
+        put_varint(&mut ix, pages.len() as u64);
+        put_lens(&mut ix, pages.iter().map(|p| *p as i64))?;
+        let mut ws = Vec::with_capacity(N_COLS);
         for c in &ints {
             ws.push(write_chunk(&mut out, Data::I64(c), &pages)?);
         }
         for c in &floats {
             ws.push(write_chunk(&mut out, Data::F64(c), &pages)?);
         }
-    }
-    let mut ix = Vec::new();
-    put_varint(&mut ix, res as u64);
-    put_varint(&mut ix, supersedes.len() as u64);
-    supersedes.iter().for_each(|s| put_varint(&mut ix, *s));
-    put_varint(&mut ix, pages.len() as u64);
-    put_i64s(&mut ix, &pages.iter().map(|p| *p as i64).collect::<Vec<_>>())?;
-    for w in &ws {
-        ix.push(w.kind.tag());
-        put_varint(&mut ix, w.meta_off);
-        put_varint(&mut ix, u64::from(w.meta_len));
-        put_i64s(&mut ix, &w.page_lens.iter().map(|l| i64::from(*l)).collect::<Vec<_>>())?;
+        for w in &ws {
+            ix.push(w.kind.tag());
+            put_varint(&mut ix, w.meta_off);
+            put_varint(&mut ix, u64::from(w.meta_len));
+            put_lens(&mut ix, w.page_lens.iter().map(|l| i64::from(*l)))?;
+        }
     }
     put_varint(&mut ix, entries.len() as u64);
-    for c in 0..4 {
-        put_i64s(&mut ix, &entries.iter().map(|e| e[c]).collect::<Vec<_>>())?;
+    for c in 0..5 {
+        put_lens(&mut ix, entries.iter().map(|e| e[c]))?;
     }
     end_file(&mut out, &ix, MAGIC);
     Ok(out)
@@ -120,10 +139,16 @@ struct Column {
     pages: Vec<(u64, u32)>,
 }
 
+struct Group {
+    page_rows: Vec<u32>,
+    cols: Vec<Column>,
+}
+
 /// Where a series' rows are.
 #[derive(Clone, Copy, Debug)]
 struct RollEntry {
     series: u32,
+    group: u32,
     page: u32,
     row_off: u32,
     rows: u32,
@@ -136,8 +161,7 @@ pub(crate) struct RollupFile {
     /// Path.
     pub(crate) path: PathBuf,
     file: File,
-    page_rows: Vec<u32>,
-    cols: Vec<Column>,
+    groups: Vec<Group>,
     entries: Vec<RollEntry>,
     /// Seqs of files this one replaces.
     pub(crate) supersedes: Vec<u64>,
@@ -157,10 +181,12 @@ impl RollupFile {
         }
         let n = r.count(1)?;
         let supersedes = (0..n).map(|_| r.varint()).collect::<Result<Vec<_>, _>>()?;
-        let n_pages = r.n_items()?;
-        let page_rows = get_i64s(&mut r, n_pages)?.into_iter().map(to_u32).collect::<Result<Vec<_>, _>>()?;
-        let mut cols = Vec::with_capacity(N_COLS);
-        if n_pages > 0 {
+        let n_groups = r.count(1)?;
+        let mut groups = Vec::with_capacity(n_groups);
+        for _ in 0..n_groups {
+            let n_pages = r.n_items()?;
+            let page_rows = get_i64s(&mut r, n_pages)?.into_iter().map(to_u32).collect::<Result<Vec<_>, _>>()?;
+            let mut cols = Vec::with_capacity(N_COLS);
             for _ in 0..N_COLS {
                 let kind = Kind::from_tag(r.u8()?)?;
                 let (mo, ml) = (r.varint()?, r.varint()?);
@@ -177,29 +203,33 @@ impl RollupFile {
                 }
                 cols.push(Column { reader, pages });
             }
+            groups.push(Group { page_rows, cols });
         }
         let n = r.n_items()?;
-        let c: Vec<Vec<i64>> = (0..4).map(|_| get_i64s(&mut r, n)).collect::<Result<_, _>>()?;
+        let c: Vec<Vec<i64>> = (0..5).map(|_| get_i64s(&mut r, n)).collect::<Result<_, _>>()?;
         let mut entries = Vec::with_capacity(n);
         for i in 0..n {
-            let e = RollEntry { series: to_u32(c[0][i])?, page: to_u32(c[1][i])?, row_off: to_u32(c[2][i])?, rows: to_u32(c[3][i])? };
-            if e.page as usize >= page_rows.len() || e.row_off + e.rows > page_rows[e.page as usize] {
+            let e = RollEntry { series: to_u32(c[0][i])?, group: to_u32(c[1][i])?, page: to_u32(c[2][i])?, row_off: to_u32(c[3][i])?, rows: to_u32(c[4][i])? };
+            let ok = groups.get(e.group as usize).and_then(|g| g.page_rows.get(e.page as usize)).is_some_and(|n| e.row_off + e.rows <= *n);
+            if !ok {
                 return Err(StoreError::Corrupt(format!("{}: rollup entry out of range", path.display())));
             }
             entries.push(e);
         }
-        Ok(RollupFile { seq, path: path.to_path_buf(), file: o.file, page_rows, cols, entries, supersedes })
+        entries.sort_unstable_by_key(|e| e.series);
+        Ok(RollupFile { seq, path: path.to_path_buf(), file: o.file, groups, entries, supersedes })
     }
 
     /// Rows of a series with bucket start in `[start, end)`.
     pub(crate) fn rows(&self, series: u32, start: i64, end: i64) -> Result<Vec<Row>, StoreError> {
         let Ok(i) = self.entries.binary_search_by_key(&series, |e| e.series) else { return Ok(Vec::new()) };
         let e = self.entries[i];
-        let n = self.page_rows[e.page as usize] as usize;
+        let g = &self.groups[e.group as usize];
+        let n = g.page_rows[e.page as usize] as usize;
         let (a, b) = (e.row_off as usize, (e.row_off + e.rows) as usize);
         let mut ints: Vec<Vec<i64>> = Vec::with_capacity(5);
         let mut floats: Vec<Vec<f64>> = Vec::with_capacity(4);
-        for (ci, col) in self.cols.iter().enumerate() {
+        for (ci, col) in g.cols.iter().enumerate() {
             let (off, len) = col.pages[e.page as usize];
             let page = read_at(&self.file, &self.path, off, len as usize)?;
             if ci < 5 {
@@ -215,7 +245,7 @@ impl RollupFile {
                 continue;
             }
             let sum = ExactSum::unpack(ints[3][j], ints[4][j], floats[3][j]).ok_or_else(|| StoreError::Corrupt("bad rollup sum tag".into()))?;
-            let acc = Acc { count: ints[1][j] as u64, min: floats[0][j], max: floats[1][j], sum, last_ts: ints[2][j], last: floats[2][j] };
+            let acc = Acc { count: ints[1][j] as u64, min: floats[0][j], max: floats[1][j], sum, last_ts: bucket + ints[2][j], last: floats[2][j] };
             out.push(Row { bucket, acc });
         }
         Ok(out)
@@ -235,7 +265,7 @@ mod tests {
             let vs: Vec<f64> = (0..300).map(|i| f64::from((i * (s + 1)) % 101) / 4.0).collect();
             series.push((s * 2, rows_of(&ts, &vs, RES_1M), ts, vs));
         }
-        let input: Vec<(u32, Vec<Row>)> = series.iter().map(|(s, r, _, _)| (*s, r.clone())).collect();
+        let input: Vec<RollSeries> = series.iter().map(|(s, r, _, _)| RollSeries { series: *s, group: s % 3, rows: r.clone() }).collect();
         let bytes = encode(RES_1M, &input, &[7]).unwrap();
         let path = dir.path().join("1.roll");
         std::fs::write(&path, bytes).unwrap();
