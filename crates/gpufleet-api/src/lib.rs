@@ -1,1 +1,23 @@
-//! API (placeholder).
+//! The HTTP API of gpufleet (axum). It turns requests into calls on the `Broker`, `MetricStore` and
+//! telemetry services it is handed in [`AppState`], and their answers into JSON, CSV, Parquet or
+//! Prometheus text. It holds no business logic and picks no backend.
+//!
+//! # Layout
+//! - [`app`]: builds the router from an [`AppState`] (separate from `main` so tests use `oneshot`).
+//! - [`state`]: [`AppState`] and [`ApiSettings`].
+//! - [`error`]: [`ApiError`], the one place domain errors become HTTP statuses.
+//! - [`params`]: query-string parsing that names the bad parameter.
+//! - `routes/`: one module per resource (`system`, `gpus`, `ingest`, `broker`, `export`), each
+//!   exposing `router()`.
+//! - `openapi.json`: the OpenAPI document served at `/api/v1/openapi.json`; a test checks it lists
+//!   every route.
+
+pub mod error;
+pub mod params;
+mod prom;
+mod routes;
+pub mod state;
+
+pub use error::ApiError;
+pub use routes::{app, ROUTES};
+pub use state::{ApiSettings, AppState};

@@ -1,0 +1,79 @@
+//! Liveness, readiness, stats, Prometheus metrics and the OpenAPI document.
+
+use crate::error::ApiError;
+use crate::prom;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the broker and store answer and no collector is stopped.
+async fn ready(State(st): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = st.broker.stats().await {
+        problems.push(format!("broker: {e}"));
+    }
+    if let Err(e) = st.store.stats().await {
+        problems.push(format!("store: {e}"));
+    }
+    if let Some(w) = &st.workers {
+        for s in w.snapshot().iter().filter(|s| !s.running) {
+            problems.push(format!("worker {} is not running", s.name));
+        }
+    }
+    if problems.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "problems": problems }))).into_response()
+    }
+}
+
+async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = st.store.stats().await?;
+    let broker = st.broker.stats().await?;
+    let m = &st.metrics;
+    let workers = st.workers.as_ref().map(|w| w.snapshot()).unwrap_or_default();
+    Ok(Json(json!({
+        "ingest": {
+            "rows_accepted": m.rows_accepted.get(),
+            "rows_rejected": m.rows_rejected.get(),
+            "samples_published": m.samples_published.get(),
+        },
+        "collectors": {
+            "samples_stored": m.samples_stored.get(),
+            "samples_duplicate": m.samples_duplicate.get(),
+            "messages_undecodable": m.messages_undecodable.get(),
+            "store_write_failures": m.store_write_failures.get(),
+        },
+        "store": store,
+        "broker": broker,
+        "workers": workers,
+    })))
+}
+
+async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let body = prom::render(&st).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub(crate) const OPENAPI: &str = include_str!("../openapi.json");

@@ -1,0 +1,266 @@
+//! Router tests with real embedded backends on a temporary directory, called with `oneshot`.
+
+use super::{app, system::OPENAPI, ROUTES};
+use crate::state::{ApiSettings, AppState};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use gpufleet_broker::{Broker, BrokerConfig, EmbeddedBroker};
+use gpufleet_core::{BatchBuilder, GpuDesc, GroupName, TopicName};
+use gpufleet_store::{EmbeddedStore, MetricStore, StoreConfig};
+use gpufleet_telemetry::PipelineMetrics;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: AppState,
+}
+
+const T0: i64 = 1_752_871_354_000; // 2025-07-18T20:42:34Z
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::open(BrokerConfig::new(dir.path().join("b"))).unwrap());
+    let mut sc = StoreConfig::new(dir.path().join("s"));
+    sc.raw_retention = None;
+    let store: Arc<dyn MetricStore> = Arc::new(EmbeddedStore::open(sc).unwrap());
+    // Two GPUs on one host, 10 points per metric, 1 s apart.
+    let mut b = BatchBuilder::new();
+    for (i, uuid) in ["GPU-aaa", "GPU-bbb"].iter().enumerate() {
+        let g = b.gpu(&GpuDesc {
+            host: "node-1".into(),
+            uuid: (*uuid).into(),
+            index: Some(i as u32),
+            device: format!("nvidia{i}"),
+            model: "NVIDIA H100 80GB HBM3".into(),
+            labels: vec![],
+        });
+        let util = b.metric(&"DCGM_FI_DEV_GPU_UTIL".into());
+        let temp = b.metric(&"DCGM_FI_DEV_GPU_TEMP".into());
+        for k in 0..10 {
+            b.push(g, util, T0 + k * 1000, (k * 10) as f64);
+            b.push(g, temp, T0 + k * 1000, 40.0 + k as f64);
+        }
+    }
+    store.write(&b.finish(), crate::state::now_ms()).await.unwrap();
+    let settings = ApiSettings { body_limit_bytes: 64 * 1024, ..ApiSettings::default() };
+    let state = AppState::new(broker, store, PipelineMetrics::default(), settings);
+    Fixture { _dir: dir, state }
+}
+
+async fn call(st: &AppState, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let resp = app(st.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, body)
+}
+
+async fn get(st: &AppState, uri: &str) -> (StatusCode, Value) {
+    let (s, b) = call(st, Request::get(uri).body(Body::empty()).unwrap()).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::String(String::from_utf8_lossy(&b).into_owned())))
+}
+
+fn error_message(v: &Value) -> &str {
+    v.pointer("/error/message").and_then(Value::as_str).unwrap_or("")
+}
+
+#[tokio::test]
+async fn health_and_ready() {
+    let f = fixture().await;
+    assert_eq!(get(&f.state, "/health").await.0, StatusCode::OK);
+    assert_eq!(get(&f.state, "/ready").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn gpu_inventory_has_latest_values_and_staleness() {
+    let f = fixture().await;
+    let (s, v) = get(&f.state, "/api/v1/gpus").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["count"], 2);
+    let g = &v["gpus"][0];
+    assert_eq!(g["uuid"], "GPU-aaa");
+    assert_eq!(g["latest"]["DCGM_FI_DEV_GPU_UTIL"]["value"], 90.0);
+    assert_eq!(g["first_seen"], "2025-07-18T20:42:34Z");
+    assert_eq!(g["stale"], false, "just ingested");
+    let (_, hosts) = get(&f.state, "/api/v1/hosts").await;
+    assert_eq!(hosts["hosts"][0]["gpus"], 2);
+    let (s, v) = get(&f.state, "/api/v1/hosts/node-1/gpus").await;
+    assert_eq!((s, v["count"].as_u64()), (StatusCode::OK, Some(2)));
+    let (s, v) = get(&f.state, "/api/v1/hosts/nope/gpus").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_message(&v).contains("nope"));
+}
+
+#[tokio::test]
+async fn telemetry_raw_step_csv_and_paging() {
+    let f = fixture().await;
+    let (s, v) = get(&f.state, "/api/v1/gpus/GPU-aaa/telemetry?metric=DCGM_FI_DEV_GPU_UTIL").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let pts = v["series"][0]["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 10);
+    assert_eq!(pts[3], serde_json::json!([T0 + 3000, 30.0]));
+
+    let (_, v) = get(&f.state, "/api/v1/gpus/GPU-aaa/telemetry?metric=DCGM_FI_DEV_GPU_UTIL&step=5s&agg=max").await;
+    // Buckets start at multiples of 5 s: T0 is 34 s past the minute, so the points (k = 0..9 at
+    // T0 + k s, util = 10k) fall in [30,35) k=0, [35,40) k=1..5, [40,45) k=6..9.
+    let pts = v["series"][0]["points"].as_array().unwrap();
+    let b0 = T0 - 4000;
+    assert_eq!(pts, &vec![serde_json::json!([b0, 0.0]), serde_json::json!([b0 + 5000, 50.0]), serde_json::json!([b0 + 10000, 90.0])], "{v}");
+
+    // Paging: 20 points across two metrics, 7 per page, every point exactly once.
+    let mut seen = 0;
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let uri = match &cursor {
+            Some(c) => format!("/api/v1/gpus/GPU-aaa/telemetry?limit=7&cursor={}", c.replace('@', "%40")),
+            None => "/api/v1/gpus/GPU-aaa/telemetry?limit=7".to_owned(),
+        };
+        let (s, v) = get(&f.state, &uri).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        seen += v["series"].as_array().unwrap().iter().map(|s| s["points"].as_array().unwrap().len()).sum::<usize>();
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 20);
+
+    let (s, body) = call(&f.state, Request::get("/api/v1/gpus/GPU-bbb/telemetry?metric=DCGM_FI_DEV_GPU_TEMP&format=csv").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.starts_with("timestamp,host,gpu_uuid,metric,value\n2025-07-18T20:42:34Z,node-1,GPU-bbb,DCGM_FI_DEV_GPU_TEMP,40\n"), "{text}");
+}
+
+#[tokio::test]
+async fn telemetry_bad_parameters_say_which_and_why() {
+    let f = fixture().await;
+    for (uri, needle) in [
+        ("/api/v1/gpus/GPU-aaa/telemetry?metrc=x", "unknown parameter 'metrc'"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?start=yesterday", "parameter 'start'"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?step=1q", "parameter 'step'"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?agg=avg", "needs 'step'"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?step=1m&agg=median", "parameter 'agg'"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?limit=0", "parameter 'limit'"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?start=-1h&end=-2h", "must be after"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?metric=NOPE", "has no metric NOPE"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?cursor=zzz", "parameter 'cursor'"),
+        ("/api/v1/gpus/GPU-aaa/telemetry?format=xml", "parameter 'format'"),
+        ("/api/v1/telemetry/aggregate", "parameter 'metric' is required"),
+    ] {
+        let (s, v) = get(&f.state, uri).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert!(error_message(&v).contains(needle), "{uri}: {v}");
+    }
+    let (s, v) = get(&f.state, "/api/v1/gpus/GPU-zzz/telemetry").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_message(&v).contains("GPU-zzz"));
+}
+
+#[tokio::test]
+async fn aggregate_per_gpu_average() {
+    let f = fixture().await;
+    let (s, v) = get(&f.state, "/api/v1/telemetry/aggregate?metric=DCGM_FI_DEV_GPU_UTIL&agg=avg").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["series"][0]["value"], 45.0);
+    assert_eq!(v["series"][0]["count"], 10);
+}
+
+fn post_csv(body: &str, ctype: &str) -> Request<Body> {
+    Request::post("/api/v1/telemetry").header("content-type", ctype).header("x-gpufleet-first-line", "2").body(Body::from(body.to_owned())).unwrap()
+}
+
+const HEADER: &str = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw\n";
+
+#[tokio::test]
+async fn ingest_publishes_good_rows_and_reports_bad_ones_by_line() {
+    let f = fixture().await;
+    let body = format!(
+        "{HEADER}2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,GPU-x,H100,h9,,,,50,\n\
+         2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,GPU-x,H100,h9,,,,fifty,\n\
+         2025-07-18T20:42:35Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,GPU-x,H100,h9,,,,51,\n"
+    );
+    let (s, b) = call(&f.state, post_csv(&body, "text/csv")).await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["rows"], 3);
+    assert_eq!(v["rejected"], 1);
+    assert_eq!(v["samples"], 2);
+    assert_eq!(v["errors"][0]["line"], 3, "{v}");
+    let topics = f.state.broker.stats().await.unwrap();
+    assert_eq!(topics.iter().find(|t| t.topic == TopicName::new("telemetry")).map(|t| t.published), Some(1));
+    // JSON lines go the same way.
+    let jl = r#"{"host":"h9","gpu_uuid":"GPU-x","metric":"DCGM_FI_DEV_GPU_TEMP","value":61,"timestamp":"2025-07-18T20:42:34Z"}"#;
+    let (s, b) = call(&f.state, post_csv(jl, "application/x-ndjson")).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let group = GroupName::new("g");
+    f.state.broker.create_group(&TopicName::new("telemetry"), &group).await.unwrap();
+}
+
+#[tokio::test]
+async fn ingest_rejections() {
+    let f = fixture().await;
+    let (s, b) = call(&f.state, post_csv("a,b\n1,2\n", "application/xml")).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", String::from_utf8_lossy(&b));
+    let (s, _) = call(&f.state, post_csv("", "text/csv")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let all_bad = format!("{HEADER}x,y\n");
+    let (s, b) = call(&f.state, post_csv(&all_bad, "text/csv")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{}", String::from_utf8_lossy(&b));
+    let big = format!("{HEADER}{}", "x".repeat(70 * 1024));
+    let (s, _) = call(&f.state, post_csv(&big, "text/csv")).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let req = Request::post("/api/v1/telemetry").header("content-type", "text/csv").header("x-gpufleet-first-line", "zero").body(Body::from(HEADER)).unwrap();
+    assert_eq!(call(&f.state, req).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn metrics_expose_dcgm_names_and_pipeline_counters() {
+    let f = fixture().await;
+    let (s, b) = call(&f.state, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = String::from_utf8(b).unwrap();
+    assert!(
+        text.contains(r#"DCGM_FI_DEV_GPU_UTIL{gpu="0",UUID="GPU-aaa",device="nvidia0",modelName="NVIDIA H100 80GB HBM3",Hostname="node-1"} 90"#),
+        "{text}"
+    );
+    assert!(text.contains("gpufleet_ingest_rows_accepted_total"), "{text}");
+    assert!(text.contains("gpufleet_store_samples 40"), "{text}");
+}
+
+#[tokio::test]
+async fn export_csv_and_parquet() {
+    let f = fixture().await;
+    let (s, b) = call(&f.state, Request::get("/api/v1/telemetry/export?format=csv&gpu=GPU-aaa").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(String::from_utf8(b).unwrap().lines().count(), 21, "header + 20 rows");
+    let (s, b) = call(&f.state, Request::get("/api/v1/telemetry/export?format=parquet").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(&b[..4], b"PAR1");
+}
+
+#[tokio::test]
+async fn broker_topics_and_dead_letters() {
+    let f = fixture().await;
+    let (s, _) = get(&f.state, "/api/v1/broker/topics").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = get(&f.state, "/api/v1/broker/topics/nope/dead-letters").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn every_route_exists_and_is_documented() {
+    let f = fixture().await;
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    for (method, path) in ROUTES {
+        assert!(doc["paths"][path][method.to_ascii_lowercase()].is_object(), "{method} {path} missing from openapi.json");
+        let uri = path.replace("{uuid}", "GPU-aaa").replace("{host}", "node-1").replace("{topic}", "telemetry");
+        let req = Request::builder().method(*method).uri(&uri).header("content-type", "text/csv").body(Body::from(HEADER)).unwrap();
+        let (s, _) = call(&f.state, req).await;
+        assert!(s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED || path.contains("dead-letters"), "{method} {uri} -> {s}");
+    }
+    let documented = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum::<usize>();
+    assert_eq!(documented, ROUTES.len(), "openapi.json documents a route the router lacks");
+}

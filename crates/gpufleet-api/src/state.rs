@@ -1,0 +1,73 @@
+//! What handlers are given: backends as trait objects, shared metrics, worker status, settings.
+
+use gpufleet_broker::Broker;
+use gpufleet_core::TopicName;
+use gpufleet_runtime::supervisor::StatusHandle;
+use gpufleet_store::MetricStore;
+use gpufleet_telemetry::PipelineMetrics;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+/// API settings, already validated by the binary.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    /// Topic ingest publishes to.
+    pub topic: TopicName,
+    /// A GPU with no sample arriving for this long is stale (ms).
+    pub stale_after_ms: i64,
+    /// Largest `limit` a telemetry query may ask for.
+    pub max_query_points: usize,
+    /// Host assumed for wide CSV rows without a host column.
+    pub default_host: Option<String>,
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            topic: TopicName::new("telemetry"),
+            stale_after_ms: 30_000,
+            max_query_points: 100_000,
+            default_host: None,
+            body_limit_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The broker.
+    pub broker: Arc<dyn Broker>,
+    /// The telemetry store.
+    pub store: Arc<dyn MetricStore>,
+    /// Pipeline metrics (also registered in `registry`).
+    pub metrics: PipelineMetrics,
+    /// Registry rendered by `/metrics`.
+    pub registry: Arc<Registry>,
+    /// Worker statuses (collectors, maintenance).
+    pub workers: Option<StatusHandle>,
+    /// Settings.
+    pub settings: Arc<ApiSettings>,
+}
+
+impl AppState {
+    /// State with a fresh registry holding the pipeline metrics.
+    pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn MetricStore>, metrics: PipelineMetrics, settings: ApiSettings) -> Self {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        Self { broker, store, metrics, registry: Arc::new(registry), workers: None, settings: Arc::new(settings) }
+    }
+
+    /// Adds the worker status handle.
+    pub fn with_workers(mut self, workers: StatusHandle) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+}
+
+/// Wall-clock now in epoch ms.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,217 @@
+//! Command-line surface (clap). Every client command takes `--json`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// gpufleet: run a fleet of GPU machines as one system.
+#[derive(Parser, Debug)]
+#[command(name = "gpufleet", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: gpufleet.toml in the current directory, if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: human or json (overrides log.format).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. info or gpufleet=debug (overrides log.level).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Server address for client commands.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArg {
+    /// URL of a running gpufleet server.
+    #[arg(long, env = "GPUFLEET_URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+/// Listener and data directory flags shared by `up` and `demo`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory (overrides server.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything in one process on embedded storage.
+    Up(ServeArgs),
+    /// `up` on a fresh data directory plus a replay of a bundled DCGM capture; prints where to look.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Stop after the replay is stored instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit_after_replay: bool,
+    },
+    /// Replay DCGM / wide / nvidia-smi CSV files (plain or gzip) into a server.
+    Stream(StreamArgs),
+    /// List GPUs with latest values.
+    Gpus {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List hosts.
+    Hosts {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time series of one GPU.
+    Telemetry(TelemetryArgs),
+    /// Broker topics and consumer groups.
+    Topics {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Server counters.
+    Stats {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a time range as CSV or Parquet.
+    Export(ExportArgs),
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Benchmarks that print figures (and peer ratios).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+/// `config …`
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values.
+    Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `bench …`
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Telemetry ingest: parse, broker, end-to-end durable ingest, latency, disk, queries, RSS.
+    Ingest(crate::bench::IngestBenchArgs),
+}
+
+/// `stream` flags.
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
+    /// CSV files (DCGM long, wide, nvidia-smi; plain or gzip).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Rows per second to offer (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Replay again and again, each pass shifted forward by the span of the data.
+    #[arg(long = "loop")]
+    pub loop_forever: bool,
+    /// Rows per request.
+    #[arg(long, default_value_t = 5000)]
+    pub batch: usize,
+    /// Host name for wide CSV rows without a host column.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `telemetry` flags.
+#[derive(Args, Debug, Clone)]
+pub struct TelemetryArgs {
+    /// GPU UUID.
+    pub uuid: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Metric(s), e.g. DCGM_FI_DEV_GPU_UTIL (repeat or comma-separate; default all).
+    #[arg(long)]
+    pub metric: Vec<String>,
+    /// Start: RFC 3339, epoch, now, or relative like -1h.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// End.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Bucket width, e.g. 1m.
+    #[arg(long)]
+    pub step: Option<String>,
+    /// avg|min|max|last|sum|count (with --step).
+    #[arg(long)]
+    pub agg: Option<String>,
+    /// Most points.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print CSV.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+/// `export` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// csv or parquet.
+    #[arg(long, default_value = "csv")]
+    pub format: String,
+    /// Start (default: everything).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// End.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Only this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only this GPU UUID.
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// Only this metric.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Output file.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,94 @@
+//! Helpers for system tests: run the real `gpufleet` binary as child processes on 127.0.0.1.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gpufleet");
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A `gpufleet up` child process.
+pub struct ServerProc {
+    pub child: Child,
+    pub url: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl ServerProc {
+    pub fn start(data_dir: &Path, port: u16) -> ServerProc {
+        let child = Command::new(BIN)
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .env("GPUFLEET_STORE_RAW_RETENTION", "forever")
+            .env("GPUFLEET_STORE_ROLLUP_1M_RETENTION", "forever")
+            .env("GPUFLEET_STORE_ROLLUP_1H_RETENTION", "forever")
+            .env("GPUFLEET_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gpufleet up");
+        let s = ServerProc { child, url: format!("http://127.0.0.1:{port}"), port, data_dir: data_dir.to_path_buf() };
+        s.wait_healthy();
+        s
+    }
+
+    fn wait_healthy(&self) {
+        wait_until(Duration::from_secs(30), "server /health", || get(&format!("{}/health", self.url)).is_some());
+    }
+
+    /// SIGKILL: no chance to flush.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "server did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Blocking GET returning the JSON body on 2xx.
+pub fn get(url: &str) -> Option<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    })
+}
+
+/// Polls `cond` until it holds, failing the test after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
