@@ -192,7 +192,11 @@ impl BrokerError {
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Appends messages to a topic (created on first use) and returns their ids once durable.
-    async fn publish(&self, topic: &TopicName, payloads: &[Bytes]) -> Result<Vec<MessageId>, BrokerError>;
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        payloads: &[Bytes],
+    ) -> Result<Vec<MessageId>, BrokerError>;
 
     /// Creates a consumer group (idempotent). A new group starts at the oldest retained message.
     async fn create_group(&self, topic: &TopicName, group: &GroupName) -> Result<(), BrokerError>;
@@ -209,14 +213,29 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Vec<Message>, BrokerError>;
 
     /// Acknowledges processed messages. Unknown or already-acked ids are ignored.
-    async fn ack(&self, topic: &TopicName, group: &GroupName, ids: &[MessageId]) -> Result<(), BrokerError>;
+    async fn ack(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        ids: &[MessageId],
+    ) -> Result<(), BrokerError>;
 
     /// Reports that processing failed: the message becomes due for redelivery at once (or is
     /// dead-lettered when out of attempts), and `reason` is kept for the dead letter.
-    async fn nack(&self, topic: &TopicName, group: &GroupName, id: MessageId, reason: &str) -> Result<(), BrokerError>;
+    async fn nack(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        id: MessageId,
+        reason: &str,
+    ) -> Result<(), BrokerError>;
 
     /// Dead letters of a topic, oldest first, at most `limit`.
-    async fn dead_letters(&self, topic: &TopicName, limit: usize) -> Result<Vec<DeadLetter>, BrokerError>;
+    async fn dead_letters(
+        &self,
+        topic: &TopicName,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError>;
 
     /// Stats for every topic.
     async fn stats(&self) -> Result<Vec<TopicStats>, BrokerError>;

@@ -49,7 +49,11 @@ fn open(dir: &Path) -> EmbeddedBroker {
 
 async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (t, g, c) = (TopicName::new("t"), GroupName::new("g"), ConsumerName::new("c"));
+    let (t, g, c) = (
+        TopicName::new("t"),
+        GroupName::new("g"),
+        ConsumerName::new("c"),
+    );
     let mut broker = open(dir.path());
     broker.create_group(&t, &g).await.expect("create_group");
     let mut published: BTreeMap<MessageId, Bytes> = BTreeMap::new();
@@ -59,7 +63,9 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     for step in steps {
         match step {
             Step::Publish(n) => {
-                let payloads: Vec<Bytes> = (seq..seq + n).map(|i| Bytes::from(format!("p{i}"))).collect();
+                let payloads: Vec<Bytes> = (seq..seq + n)
+                    .map(|i| Bytes::from(format!("p{i}")))
+                    .collect();
                 seq += n;
                 let ids = broker.publish(&t, &payloads).await.expect("publish");
                 for (id, p) in ids.into_iter().zip(payloads) {
@@ -67,10 +73,22 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 }
             }
             Step::Fetch(max) => {
-                for m in broker.fetch(&t, &g, &c, max, Duration::ZERO).await.expect("fetch") {
-                    prop_assert!(!acked.contains(&m.id), "acked message {} delivered again", m.id);
+                for m in broker
+                    .fetch(&t, &g, &c, max, Duration::ZERO)
+                    .await
+                    .expect("fetch")
+                {
+                    prop_assert!(
+                        !acked.contains(&m.id),
+                        "acked message {} delivered again",
+                        m.id
+                    );
                     prop_assert_eq!(Some(&m.payload), published.get(&m.id));
-                    prop_assert!(!held.contains(&m.id), "message {} delivered while in flight", m.id);
+                    prop_assert!(
+                        !held.contains(&m.id),
+                        "message {} delivered while in flight",
+                        m.id
+                    );
                     held.push(m.id);
                 }
             }
@@ -82,7 +100,10 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Nack(at) if !held.is_empty() => {
                 let id = held.remove(at % held.len());
-                broker.nack(&t, &g, id, "property test").await.expect("nack");
+                broker
+                    .nack(&t, &g, id, "property test")
+                    .await
+                    .expect("nack");
             }
             Step::Nack(_) => {}
             Step::Crash => {
@@ -102,17 +123,36 @@ async fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let broker = open(dir.path());
     let mut rest = Vec::new();
     for _ in 0..1000 {
-        let got = broker.fetch(&t, &g, &c, 100, Duration::ZERO).await.expect("fetch");
+        let got = broker
+            .fetch(&t, &g, &c, 100, Duration::ZERO)
+            .await
+            .expect("fetch");
         if got.is_empty() {
             break;
         }
         rest.extend(got.into_iter().map(|m| m.id));
     }
     let rest_set: BTreeSet<MessageId> = rest.iter().copied().collect();
-    prop_assert_eq!(rest_set.len(), rest.len(), "a message was delivered twice while drained");
-    prop_assert!(rest_set.is_disjoint(&acked), "acked messages came back: {:?}", rest_set.intersection(&acked).collect::<Vec<_>>());
-    let unacked: BTreeSet<MessageId> = published.keys().filter(|id| !acked.contains(id)).copied().collect();
-    prop_assert_eq!(rest_set, unacked, "unacked messages lost (or unknown ones delivered)");
+    prop_assert_eq!(
+        rest_set.len(),
+        rest.len(),
+        "a message was delivered twice while drained"
+    );
+    prop_assert!(
+        rest_set.is_disjoint(&acked),
+        "acked messages came back: {:?}",
+        rest_set.intersection(&acked).collect::<Vec<_>>()
+    );
+    let unacked: BTreeSet<MessageId> = published
+        .keys()
+        .filter(|id| !acked.contains(id))
+        .copied()
+        .collect();
+    prop_assert_eq!(
+        rest_set,
+        unacked,
+        "unacked messages lost (or unknown ones delivered)"
+    );
     Ok(())
 }
 

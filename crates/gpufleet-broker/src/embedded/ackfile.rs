@@ -48,14 +48,27 @@ impl AckFile {
         record::push_frame(&mut buf, &[&body]);
         let tmp = path.with_extension("acks.tmp");
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&buf).and_then(|()| f.sync_all()).map_err(io_err(&tmp))?;
+        f.write_all(&buf)
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         if let Some(dir) = path.parent() {
             sync_dir(dir)?;
         }
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let len = buf.len() as u64;
-        Ok(Self { path, file, len, snapshot_len: len, dirty: false, failed: None })
+        Ok(Self {
+            path,
+            file,
+            len,
+            snapshot_len: len,
+            dirty: false,
+            failed: None,
+        })
     }
 
     /// Replays an existing file. A torn tail is ignored with a warning (the file is rewritten by
@@ -63,12 +76,15 @@ impl AckFile {
     pub(crate) fn load(path: &Path) -> Result<AckSet, BrokerError> {
         let file = File::open(path).map_err(io_err(path))?;
         let mut magic = [0u8; 8];
-        file.read_exact_at(&mut magic, 0).map_err(|_| record::corrupt(path, 0, "bad ack file header"))?;
+        file.read_exact_at(&mut magic, 0)
+            .map_err(|_| record::corrupt(path, 0, "bad ack file header"))?;
         if &magic != MAGIC {
             return Err(record::corrupt(path, 0, "bad ack file header"));
         }
         let mut set = AckSet::new(0);
-        let end = record::scan_file(&file, path, MAGIC.len() as u64, |_, body| apply(&mut set, body))?;
+        let end = record::scan_file(&file, path, MAGIC.len() as u64, |_, body| {
+            apply(&mut set, body)
+        })?;
         if let ScanEnd::Torn { at, why } = end {
             warn!(path = %path.display(), at, why, "ignoring torn tail of a broker ack file");
         }
@@ -86,7 +102,10 @@ impl AckFile {
         record::push_frame(&mut buf, &[&body]);
         if let Err(source) = self.file.write_all_at(&buf, self.len) {
             self.failed = Some(source.to_string());
-            return Err(BrokerError::Io { path: self.path.clone(), source });
+            return Err(BrokerError::Io {
+                path: self.path.clone(),
+                source,
+            });
         }
         self.len += buf.len() as u64;
         self.dirty = true;
@@ -105,7 +124,10 @@ impl AckFile {
         // handle again (the group keeps working from memory until the broker is reopened).
         if let Err(source) = self.file.sync_data() {
             self.failed = Some(source.to_string());
-            return Err(BrokerError::Io { path: self.path.clone(), source });
+            return Err(BrokerError::Io {
+                path: self.path.clone(),
+                source,
+            });
         }
         self.dirty = false;
         Ok(())
@@ -125,7 +147,9 @@ impl AckFile {
     fn failed_error(&self, why: &str) -> BrokerError {
         BrokerError::Io {
             path: self.path.clone(),
-            source: std::io::Error::other(format!("an earlier write failed ({why}); reopen the broker")),
+            source: std::io::Error::other(format!(
+                "an earlier write failed ({why}); reopen the broker"
+            )),
         }
     }
 }
@@ -164,7 +188,8 @@ fn apply(set: &mut AckSet, body: &[u8]) -> Result<(), String> {
 fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
     let (head, tail) = rest.split_at_checked(N).ok_or("ack record cut short")?;
     *rest = tail;
-    head.try_into().map_err(|_| "ack record cut short".to_string())
+    head.try_into()
+        .map_err(|_| "ack record cut short".to_string())
 }
 
 fn take_u64(rest: &mut &[u8]) -> Result<u64, String> {
@@ -211,7 +236,12 @@ mod tests {
         file.append(&[(0, 4)]).unwrap();
         file.append(&[(4, 9)]).unwrap();
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         assert_eq!(AckFile::load(&path).unwrap().watermark(), 4);
     }
 }

@@ -17,7 +17,10 @@ pub(crate) struct AckSet {
 impl AckSet {
     /// Everything below `watermark` acked, nothing above.
     pub(crate) fn new(watermark: u64) -> Self {
-        Self { watermark, ranges: BTreeMap::new() }
+        Self {
+            watermark,
+            ranges: BTreeMap::new(),
+        }
     }
 
     /// Every offset below this is acked.
@@ -33,7 +36,12 @@ impl AckSet {
     /// Whether `offset` is acked.
     #[cfg(test)]
     pub(crate) fn contains(&self, offset: u64) -> bool {
-        offset < self.watermark || self.ranges.range(..=offset).next_back().is_some_and(|(_, &end)| offset < end)
+        offset < self.watermark
+            || self
+                .ranges
+                .range(..=offset)
+                .next_back()
+                .is_some_and(|(_, &end)| offset < end)
     }
 
     /// The first offset at or after `offset` that is not acked.
@@ -90,7 +98,12 @@ impl AckSet {
             self.watermark = end;
             changed = true;
         }
-        let above: Vec<(u64, u64)> = self.ranges.range(..).filter(|(_, &e)| e > end).map(|(&s, &e)| (s, e)).collect();
+        let above: Vec<(u64, u64)> = self
+            .ranges
+            .range(..)
+            .filter(|(_, &e)| e > end)
+            .map(|(&s, &e)| (s, e))
+            .collect();
         for (s, _) in above {
             self.ranges.remove(&s);
             if s < end {
@@ -107,7 +120,11 @@ impl AckSet {
             return 0;
         }
         let mut n = self.watermark.clamp(from, to) - from;
-        let first = self.ranges.range(..=from).next_back().map_or(from, |(&s, _)| s);
+        let first = self
+            .ranges
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(&s, _)| s);
         for (&s, &e) in self.ranges.range(first..to) {
             let (s, e) = (s.max(from), e.min(to));
             n += e.saturating_sub(s);
@@ -126,7 +143,11 @@ impl AckSet {
             if from >= to {
                 continue;
             }
-            let first = self.ranges.range(..=from).next_back().map_or(from, |(&s, _)| s);
+            let first = self
+                .ranges
+                .range(..=from)
+                .next_back()
+                .map_or(from, |(&s, _)| s);
             for (&s, &e) in self.ranges.range(first..to) {
                 let (s, e) = (s.max(from), e.min(to));
                 if s < e {
@@ -193,7 +214,10 @@ mod tests {
 
     #[test]
     fn to_ranges_merges_runs() {
-        assert_eq!(to_ranges(&mut [5, 3, 4, 9, 9, 1]), vec![(1, 2), (3, 6), (9, 10)]);
+        assert_eq!(
+            to_ranges(&mut [5, 3, 4, 9, 9, 1]),
+            vec![(1, 2), (3, 6), (9, 10)]
+        );
     }
 
     proptest! {

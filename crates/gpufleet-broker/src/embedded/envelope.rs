@@ -24,10 +24,15 @@ pub(crate) struct Envelope<'a> {
 impl Envelope<'_> {
     /// The bytes appended to the dead-letter topic.
     pub(crate) fn encode(&self) -> Bytes {
-        let (topic, group) = (self.topic.as_str().as_bytes(), self.group.as_str().as_bytes());
+        let (topic, group) = (
+            self.topic.as_str().as_bytes(),
+            self.group.as_str().as_bytes(),
+        );
         // Names are validated (at most 200 bytes); reasons longer than 64 KiB are cut.
         let reason = truncate_utf8(self.reason, 64 << 10).as_bytes();
-        let mut buf = Vec::with_capacity(1 + 2 + topic.len() + 2 + group.len() + 32 + reason.len() + self.payload.len());
+        let mut buf = Vec::with_capacity(
+            1 + 2 + topic.len() + 2 + group.len() + 32 + reason.len() + self.payload.len(),
+        );
         buf.push(VERSION);
         buf.extend_from_slice(&(topic.len() as u16).to_le_bytes());
         buf.extend_from_slice(topic);
@@ -74,18 +79,27 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
-        let out = self.bytes.get(self.at..self.at + n).ok_or("dead-letter envelope cut short")?;
+        let out = self
+            .bytes
+            .get(self.at..self.at + n)
+            .ok_or("dead-letter envelope cut short")?;
         self.at += n;
         Ok(out)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
-        self.take(N)?.try_into().map_err(|_| "dead-letter envelope cut short")
+        self.take(N)?
+            .try_into()
+            .map_err(|_| "dead-letter envelope cut short")
     }
 
     /// A string preceded by its length in `width` (2 or 4) bytes.
     fn string(&mut self, width: usize) -> Result<&'a str, &'static str> {
-        let len = self.take(width)?.iter().rev().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = self
+            .take(width)?
+            .iter()
+            .rev()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
         std::str::from_utf8(self.take(len)?).map_err(|_| "dead-letter envelope holds invalid UTF-8")
     }
 }
@@ -118,9 +132,18 @@ mod tests {
             payload: b"payload",
         };
         let dl = decode(MessageId(7), &env.encode()).unwrap();
-        assert_eq!((dl.id, dl.original_id, dl.attempts), (MessageId(7), MessageId(42), 5));
-        assert_eq!((dl.topic.as_str(), dl.group.as_str(), dl.reason.as_str()), ("t", "g", "parse error: ünïcode"));
-        assert_eq!((dl.dead_at_ms, &dl.payload[..]), (1_700_000_000_000, &b"payload"[..]));
+        assert_eq!(
+            (dl.id, dl.original_id, dl.attempts),
+            (MessageId(7), MessageId(42), 5)
+        );
+        assert_eq!(
+            (dl.topic.as_str(), dl.group.as_str(), dl.reason.as_str()),
+            ("t", "g", "parse error: ünïcode")
+        );
+        assert_eq!(
+            (dl.dead_at_ms, &dl.payload[..]),
+            (1_700_000_000_000, &b"payload"[..])
+        );
         assert!(decode(MessageId(7), &Bytes::from_static(b"\x01\x05")).is_err());
     }
 }

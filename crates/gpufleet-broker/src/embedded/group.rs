@@ -115,10 +115,21 @@ impl GroupState {
         }
     }
 
+    /// Next offset never delivered (at least `first`, the oldest retained one).
+    pub(crate) fn next_new(&self, first: u64) -> u64 {
+        self.next.max(first)
+    }
+
     /// Hands out up to `max` messages among the retained offsets `[first, end)`: due redeliveries
     /// first, then new ones. Due messages out of attempts are returned in `dead` instead (already
     /// removed from the in-flight table).
-    pub(crate) fn claim(&mut self, now: Instant, max: usize, (first, end): (u64, u64), limits: Limits) -> Claim {
+    pub(crate) fn claim(
+        &mut self,
+        now: Instant,
+        max: usize,
+        (first, end): (u64, u64),
+        limits: Limits,
+    ) -> Claim {
         let mut claim = Claim::default();
         while claim.deliver.len() < max {
             let (offset, generation) = if let Some(due) = self.nacked.pop_front() {
@@ -132,7 +143,11 @@ impl GroupState {
             } else {
                 break;
             };
-            let Some(entry) = self.inflight.get_mut(&offset).filter(|e| e.generation == generation) else {
+            let Some(entry) = self
+                .inflight
+                .get_mut(&offset)
+                .filter(|e| e.generation == generation)
+            else {
                 continue;
             };
             if entry.attempt >= limits.max_attempts {
@@ -144,7 +159,8 @@ impl GroupState {
             entry.attempt += 1;
             entry.generation = entry.generation.wrapping_add(1);
             entry.deadline = now + limits.visibility;
-            self.timeouts.push_back((entry.deadline, offset, entry.generation));
+            self.timeouts
+                .push_back((entry.deadline, offset, entry.generation));
             self.redeliveries += 1;
             claim.deliver.push((offset, entry.attempt));
         }
@@ -155,37 +171,63 @@ impl GroupState {
                 break;
             }
             let deadline = now + limits.visibility;
-            self.inflight.insert(self.next, InFlight { deadline, attempt: 1, generation: 0, reason: None });
+            self.inflight.insert(
+                self.next,
+                InFlight {
+                    deadline,
+                    attempt: 1,
+                    generation: 0,
+                    reason: None,
+                },
+            );
             self.timeouts.push_back((deadline, self.next, 0));
             claim.deliver.push((self.next, 1));
             self.next += 1;
         }
         self.drop_stale_front();
-        claim.wake = if self.nacked.is_empty() { self.timeouts.front().map(|t| t.0) } else { Some(now) };
+        claim.wake = if self.nacked.is_empty() {
+            self.timeouts.front().map(|t| t.0)
+        } else {
+            Some(now)
+        };
         claim
     }
 
     /// Removes acked messages from the in-flight table; returns those that were in flight (the
     /// others are unknown or already acked, and ignored).
     pub(crate) fn take(&mut self, offsets: impl Iterator<Item = u64>) -> Vec<(u64, InFlight)> {
-        let taken: Vec<_> = offsets.filter_map(|o| self.inflight.remove(&o).map(|e| (o, e))).collect();
+        let taken: Vec<_> = offsets
+            .filter_map(|o| self.inflight.remove(&o).map(|e| (o, e)))
+            .collect();
         self.drop_stale_front();
         taken
     }
 
     /// Puts back messages taken by [`GroupState::take`] (or dead candidates) whose ack or dead
     /// letter could not be written; they become due after a visibility timeout.
-    pub(crate) fn restore(&mut self, entries: impl Iterator<Item = (u64, InFlight)>, now: Instant, limits: Limits) {
+    pub(crate) fn restore(
+        &mut self,
+        entries: impl Iterator<Item = (u64, InFlight)>,
+        now: Instant,
+        limits: Limits,
+    ) {
         for (offset, mut entry) in entries {
             entry.generation = entry.generation.wrapping_add(1);
             entry.deadline = now + limits.visibility;
-            self.timeouts.push_back((entry.deadline, offset, entry.generation));
+            self.timeouts
+                .push_back((entry.deadline, offset, entry.generation));
             self.inflight.insert(offset, entry);
         }
     }
 
     /// Makes an in-flight message due now, or returns it as dead when out of attempts.
-    pub(crate) fn nack(&mut self, offset: u64, reason: &str, now: Instant, limits: Limits) -> Nacked {
+    pub(crate) fn nack(
+        &mut self,
+        offset: u64,
+        reason: &str,
+        now: Instant,
+        limits: Limits,
+    ) -> Nacked {
         let Some(entry) = self.inflight.get_mut(&offset) else {
             return Nacked::Unknown;
         };
@@ -215,8 +257,15 @@ impl GroupState {
     }
 
     /// Counters for `stats`; `end` is the topic's next offset.
-    pub(crate) fn stats(&mut self, name: &GroupName, now: Instant, end: u64, limits: Limits) -> GroupStats {
-        self.consumers.retain(|_, at| now.saturating_duration_since(*at) < limits.visibility);
+    pub(crate) fn stats(
+        &mut self,
+        name: &GroupName,
+        now: Instant,
+        end: u64,
+        limits: Limits,
+    ) -> GroupStats {
+        self.consumers
+            .retain(|_, at| now.saturating_duration_since(*at) < limits.visibility);
         let next = self.next.max(self.acks.watermark()).min(end);
         GroupStats {
             group: name.clone(),
@@ -233,7 +282,11 @@ impl GroupState {
     /// does not keep acked messages until their deadline.
     fn drop_stale_front(&mut self) {
         while let Some(&(_, offset, generation)) = self.timeouts.front() {
-            if self.inflight.get(&offset).is_some_and(|e| e.generation == generation) {
+            if self
+                .inflight
+                .get(&offset)
+                .is_some_and(|e| e.generation == generation)
+            {
                 break;
             }
             self.timeouts.pop_front();
@@ -244,9 +297,17 @@ impl GroupState {
 fn dead_candidate(offset: u64, entry: InFlight) -> DeadCandidate {
     let reason = match &entry.reason {
         Some(r) => r.to_string(),
-        None => format!("visibility timeout expired after {} deliveries", entry.attempt),
+        None => format!(
+            "visibility timeout expired after {} deliveries",
+            entry.attempt
+        ),
     };
-    DeadCandidate { offset, attempts: entry.attempt, reason, entry }
+    DeadCandidate {
+        offset,
+        attempts: entry.attempt,
+        reason,
+        entry,
+    }
 }
 
 impl DeadCandidate {
@@ -260,7 +321,10 @@ impl DeadCandidate {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { visibility: Duration::from_secs(5), max_attempts: 2 };
+    const LIMITS: Limits = Limits {
+        visibility: Duration::from_secs(5),
+        max_attempts: 2,
+    };
 
     fn offsets(c: &Claim) -> Vec<(u64, u32)> {
         c.deliver.clone()
@@ -270,7 +334,10 @@ mod tests {
     fn delivers_new_messages_once() {
         let now = Instant::now();
         let mut g = GroupState::new(AckSet::new(0));
-        assert_eq!(offsets(&g.claim(now, 2, (0, 3), LIMITS)), vec![(0, 1), (1, 1)]);
+        assert_eq!(
+            offsets(&g.claim(now, 2, (0, 3), LIMITS)),
+            vec![(0, 1), (1, 1)]
+        );
         let c = g.claim(now, 10, (0, 3), LIMITS);
         assert_eq!(offsets(&c), vec![(2, 1)]);
         assert_eq!(c.wake, Some(now + LIMITS.visibility));
@@ -287,7 +354,10 @@ mod tests {
         let c = g.claim(later + LIMITS.visibility, 10, (0, 1), LIMITS);
         assert!(c.deliver.is_empty());
         assert_eq!(c.dead.len(), 1);
-        assert_eq!(c.dead[0].reason, "visibility timeout expired after 2 deliveries");
+        assert_eq!(
+            c.dead[0].reason,
+            "visibility timeout expired after 2 deliveries"
+        );
     }
 
     #[test]
@@ -298,7 +368,10 @@ mod tests {
         assert!(matches!(g.nack(0, "bad", now, LIMITS), Nacked::Requeued));
         assert_eq!(offsets(&g.claim(now, 10, (0, 1), LIMITS)), vec![(0, 2)]);
         // The old timeout entry is stale and must not deliver it again.
-        assert!(g.claim(now + LIMITS.visibility / 2, 10, (0, 1), LIMITS).deliver.is_empty());
+        assert!(g
+            .claim(now + LIMITS.visibility / 2, 10, (0, 1), LIMITS)
+            .deliver
+            .is_empty());
         match g.nack(0, "worse", now, LIMITS) {
             Nacked::Dead(d) => assert_eq!((d.reason.as_str(), d.attempts), ("worse", 2)),
             other => panic!("expected dead, got {other:?}"),
@@ -318,7 +391,10 @@ mod tests {
         assert_eq!(offsets(&c), vec![(0, 2), (3, 2)]);
         // A recovered group resumes at its watermark and skips acked offsets above it.
         let mut recovered = GroupState::new(g.acks.clone());
-        assert_eq!(offsets(&recovered.claim(now, 10, (0, 4), LIMITS)), vec![(0, 1), (3, 1)]);
+        assert_eq!(
+            offsets(&recovered.claim(now, 10, (0, 4), LIMITS)),
+            vec![(0, 1), (3, 1)]
+        );
         let stats = recovered.stats(&GroupName::new("g"), now, 4, LIMITS);
         assert_eq!((stats.in_flight, stats.lag), (2, 0));
     }

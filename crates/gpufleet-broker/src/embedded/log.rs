@@ -51,15 +51,52 @@ impl LogView {
         self.segments.iter().map(|s| s.len).sum()
     }
 
+    /// An offset `to` such that the records `[from, to)` take about `budget` bytes or less (but
+    /// at least one record), capped at [`LogView::end`].
+    pub(crate) fn read_limit(&self, from: u64, budget: u64) -> u64 {
+        let end = self.end();
+        let from = from.max(self.first());
+        if from >= end {
+            return end;
+        }
+        let mut i = self
+            .segments
+            .partition_point(|s| s.seg.base <= from)
+            .saturating_sub(1);
+        let mut left = budget;
+        let mut at = from;
+        while let Some(v) = self.segments.get(i) {
+            let (start, _) = v.byte_range(at, at + 1);
+            let rel_at = (at - v.seg.base) as u32;
+            let j = v.index.partition_point(|&(rel, _)| rel <= rel_at);
+            if let Some(&(rel, _)) = v.index[j..].iter().find(|&&(_, pos)| pos - start > left) {
+                return (v.seg.base + u64::from(rel)).max(from + 1);
+            }
+            left = left.saturating_sub(v.len - start);
+            at = v.end_offset();
+            i += 1;
+        }
+        end
+    }
+
     /// The reads that cover offsets `[from, to)`, which must be retained and visible.
     pub(crate) fn plan(&self, from: u64, to: u64, out: &mut Vec<ReadPlan>) {
-        let mut i = self.segments.partition_point(|s| s.seg.base <= from).saturating_sub(1);
+        let mut i = self
+            .segments
+            .partition_point(|s| s.seg.base <= from)
+            .saturating_sub(1);
         let mut from = from;
         while from < to {
-            let Some(view) = self.segments.get(i) else { return };
+            let Some(view) = self.segments.get(i) else {
+                return;
+            };
             let upto = to.min(view.end_offset());
             if from < upto {
-                out.push(ReadPlan { seg: view.seg.clone(), bytes: view.byte_range(from, upto), offsets: (from, upto) });
+                out.push(ReadPlan {
+                    seg: view.seg.clone(),
+                    bytes: view.byte_range(from, upto),
+                    offsets: (from, upto),
+                });
             }
             from = from.max(upto);
             i += 1;
@@ -99,8 +136,16 @@ pub(crate) struct LogWriter {
 impl LogWriter {
     /// Continues the newest segment of `view`. `keep_unsynced`: remember rolled segments so that
     /// the next sync covers them (false under `FsyncPolicy::Never`).
-    pub(crate) fn new(dir: PathBuf, segment_bytes: u64, keep_unsynced: bool, view: &LogView) -> Result<Self, BrokerError> {
-        let last = view.segments.back().ok_or_else(|| BrokerError::Corrupt(format!("{}: no segment", dir.display())))?;
+    pub(crate) fn new(
+        dir: PathBuf,
+        segment_bytes: u64,
+        keep_unsynced: bool,
+        view: &LogView,
+    ) -> Result<Self, BrokerError> {
+        let last = view
+            .segments
+            .back()
+            .ok_or_else(|| BrokerError::Corrupt(format!("{}: no segment", dir.display())))?;
         let mut index = IndexBuilder::default();
         if let Some(&(rel, pos)) = last.index.last() {
             index.observe(u64::from(rel), pos);
@@ -144,13 +189,29 @@ impl LogWriter {
     fn append_inner(&mut self, payloads: &[Bytes]) -> Result<(), BrokerError> {
         self.buf.clear();
         let mut buf_at = self.pos;
-        if self.pending.last().is_none_or(|p| !Arc::ptr_eq(&p.seg, &self.active)) {
-            self.pending.push(Pending { seg: self.active.clone(), new: false, count: 0, len: 0, index: Vec::new() });
+        if self
+            .pending
+            .last()
+            .is_none_or(|p| !Arc::ptr_eq(&p.seg, &self.active))
+        {
+            self.pending.push(Pending {
+                seg: self.active.clone(),
+                new: false,
+                count: 0,
+                len: 0,
+                index: Vec::new(),
+            });
         }
         for payload in payloads {
             if payload.len() > MAX_PAYLOAD {
-                let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "payload larger than 4 GiB");
-                return Err(BrokerError::Io { path: self.active.path.clone(), source });
+                let source = std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "payload larger than 4 GiB",
+                );
+                return Err(BrokerError::Io {
+                    path: self.active.path.clone(),
+                    source,
+                });
             }
             let size = RECORD_OVERHEAD + payload.len() as u64;
             if self.pos > SEGMENT_HEADER && self.pos + size > self.segment_bytes {
@@ -167,7 +228,10 @@ impl LogWriter {
             if payload.len() >= DIRECT_WRITE {
                 self.write_buf(buf_at)?;
                 let at = buf_at + (self.pos - buf_at) + RECORD_OVERHEAD;
-                self.active.file.write_all_at(payload, at).map_err(segment::io_err(&self.active.path))?;
+                self.active
+                    .file
+                    .write_all_at(payload, at)
+                    .map_err(segment::io_err(&self.active.path))?;
                 buf_at = at + payload.len() as u64;
             } else {
                 self.buf.extend_from_slice(payload);
@@ -190,7 +254,10 @@ impl LogWriter {
     /// Writes the buffer at `at` and empties it.
     fn write_buf(&mut self, at: u64) -> Result<(), BrokerError> {
         if !self.buf.is_empty() {
-            self.active.file.write_all_at(&self.buf, at).map_err(segment::io_err(&self.active.path))?;
+            self.active
+                .file
+                .write_all_at(&self.buf, at)
+                .map_err(segment::io_err(&self.active.path))?;
             self.buf.clear();
             self.dirty = true;
         }
@@ -208,7 +275,13 @@ impl LogWriter {
         self.index = IndexBuilder::default();
         self.dirty = true;
         self.dir_dirty = true;
-        self.pending.push(Pending { seg, new: true, count: 0, len: SEGMENT_HEADER, index: Vec::new() });
+        self.pending.push(Pending {
+            seg,
+            new: true,
+            count: 0,
+            len: SEGMENT_HEADER,
+            index: Vec::new(),
+        });
         Ok(())
     }
 
@@ -252,7 +325,12 @@ impl LogWriter {
             if p.new {
                 view.segments.push_back(SegmentView::empty(p.seg.clone()));
             }
-            let Some(v) = view.segments.iter_mut().rev().find(|v| Arc::ptr_eq(&v.seg, &p.seg)) else {
+            let Some(v) = view
+                .segments
+                .iter_mut()
+                .rev()
+                .find(|v| Arc::ptr_eq(&v.seg, &p.seg))
+            else {
                 continue;
             };
             v.index.extend(p.index);
@@ -266,6 +344,8 @@ impl LogWriter {
 fn failed_error(path: &std::path::Path, why: &str) -> BrokerError {
     BrokerError::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::other(format!("an earlier write failed ({why}); reopen the broker")),
+        source: std::io::Error::other(format!(
+            "an earlier write failed ({why}); reopen the broker"
+        )),
     }
 }

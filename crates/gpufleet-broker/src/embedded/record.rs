@@ -64,7 +64,10 @@ pub(crate) fn parse_frame(buf: &[u8]) -> Frame<'_> {
     if crc32fast::hash(body) != crc {
         return Frame::Bad("checksum mismatch");
     }
-    Frame::Valid { body, size: FRAME_HEADER + len as u64 }
+    Frame::Valid {
+        body,
+        size: FRAME_HEADER + len as u64,
+    }
 }
 
 /// How a scan ended.
@@ -87,27 +90,48 @@ pub(crate) fn scan_file(
     start: u64,
     mut on_frame: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<ScanEnd, BrokerError> {
-    let io_err = |source| BrokerError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| BrokerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let file_len = file.metadata().map_err(io_err)?.len();
-    let mut window = Window { file, file_len, buf: Vec::new(), start: 0 };
+    let mut window = Window {
+        file,
+        file_len,
+        buf: Vec::new(),
+        start: 0,
+    };
     let mut pos = start;
     while pos < file_len {
         let head = window.get(pos, FRAME_HEADER as usize).map_err(io_err)?;
         if head.len() < FRAME_HEADER as usize {
-            return Ok(ScanEnd::Torn { at: pos, why: "partial record header" });
+            return Ok(ScanEnd::Torn {
+                at: pos,
+                why: "partial record header",
+            });
         }
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as u64;
         let frame_end = pos + FRAME_HEADER + len;
         if len > 0 && frame_end > file_len {
-            return Ok(ScanEnd::Torn { at: pos, why: "record extends past the end of the file" });
+            return Ok(ScanEnd::Torn {
+                at: pos,
+                why: "record extends past the end of the file",
+            });
         }
-        let frame = window.get(pos, (FRAME_HEADER + len) as usize).map_err(io_err)?;
+        let frame = window
+            .get(pos, (FRAME_HEADER + len) as usize)
+            .map_err(io_err)?;
         match parse_frame(frame) {
             Frame::Valid { body, size } => {
                 on_frame(pos, body).map_err(|why| corrupt(path, pos, &why))?;
                 pos += size;
             }
-            Frame::Incomplete => return Ok(ScanEnd::Torn { at: pos, why: "partial record" }),
+            Frame::Incomplete => {
+                return Ok(ScanEnd::Torn {
+                    at: pos,
+                    why: "partial record",
+                })
+            }
             Frame::Bad(why) => {
                 if frame_end == file_len || window.zeros_from(pos).map_err(io_err)? {
                     return Ok(ScanEnd::Torn { at: pos, why });
@@ -137,7 +161,8 @@ impl Window<'_> {
     /// Up to `n` bytes at `pos` (fewer only at the end of the file).
     fn get(&mut self, pos: u64, n: usize) -> std::io::Result<&[u8]> {
         let available = (self.file_len - pos).min(n as u64) as usize;
-        let cached = pos >= self.start && pos + available as u64 <= self.start + self.buf.len() as u64;
+        let cached =
+            pos >= self.start && pos + available as u64 <= self.start + self.buf.len() as u64;
         if !cached {
             let want = (self.file_len - pos).min(available.max(SCAN_CHUNK) as u64) as usize;
             self.buf.resize(want, 0);
@@ -195,8 +220,16 @@ mod tests {
     fn round_trips_frames() {
         let buf = frames(&[b"one", b"two", b"three"]);
         let (end, seen) = bodies_of(&buf);
-        assert_eq!(end.unwrap(), ScanEnd::Clean { end: buf.len() as u64 });
-        assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            end.unwrap(),
+            ScanEnd::Clean {
+                end: buf.len() as u64
+            }
+        );
+        assert_eq!(
+            seen,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
     }
 
     #[test]
@@ -204,7 +237,13 @@ mod tests {
         let buf = frames(&[b"one", b"two"]);
         let cut = buf.len() - 2;
         let (end, seen) = bodies_of(&buf[..cut]);
-        assert_eq!(end.unwrap(), ScanEnd::Torn { at: 11, why: "record extends past the end of the file" });
+        assert_eq!(
+            end.unwrap(),
+            ScanEnd::Torn {
+                at: 11,
+                why: "record extends past the end of the file"
+            }
+        );
         assert_eq!(seen.len(), 1);
     }
 

@@ -50,17 +50,22 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BrokerError + '_ {
-    move |source| BrokerError::Io { path: path.to_path_buf(), source }
+    move |source| BrokerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// fsyncs a directory so that entries created, renamed or removed in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), BrokerError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 impl SegmentFile {
     /// Creates an empty segment (header only), atomically via a temporary file and a rename. The
-    /// caller makes the directory entry durable.
+    /// caller makes the directory entry durable (fsync of the directory).
     pub(crate) fn create(dir: &Path, base: u64) -> Result<Self, BrokerError> {
         let path = segment_path(dir, base);
         let tmp = path.with_extension("seg.tmp");
@@ -68,20 +73,37 @@ impl SegmentFile {
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&base.to_le_bytes());
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&header).map_err(io_err(&tmp))?;
+        // The header is durable before the name is, so a power loss cannot leave a named segment
+        // without its header.
+        f.write_all(&header)
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         Ok(Self { base, path, file })
     }
 
     /// Opens an existing segment and checks its header.
     pub(crate) fn open(path: PathBuf, base: u64) -> Result<Self, BrokerError> {
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let mut header = [0u8; SEGMENT_HEADER as usize];
-        file.read_exact_at(&mut header, 0).map_err(|_| record::corrupt(&path, 0, "bad segment header"))?;
+        file.read_exact_at(&mut header, 0)
+            .map_err(|_| record::corrupt(&path, 0, "bad segment header"))?;
         let named = u64::from_le_bytes(header[8..].try_into().unwrap_or_default());
         if &header[..8] != MAGIC || named != base {
-            return Err(record::corrupt(&path, 0, "segment header does not match its name"));
+            return Err(record::corrupt(
+                &path,
+                0,
+                "segment header does not match its name",
+            ));
         }
         Ok(Self { base, path, file })
     }
@@ -124,7 +146,12 @@ pub(crate) struct SegmentView {
 impl SegmentView {
     /// A view of a segment with no records yet.
     pub(crate) fn empty(seg: Arc<SegmentFile>) -> Self {
-        Self { seg, count: 0, len: SEGMENT_HEADER, index: Vec::new() }
+        Self {
+            seg,
+            count: 0,
+            len: SEGMENT_HEADER,
+            index: Vec::new(),
+        }
     }
 
     /// One past the last offset.
@@ -136,7 +163,11 @@ impl SegmentView {
     pub(crate) fn byte_range(&self, from: u64, to: u64) -> (u64, u64) {
         let (rel_from, rel_to) = ((from - self.seg.base) as u32, (to - self.seg.base) as u32);
         let i = self.index.partition_point(|&(rel, _)| rel <= rel_from);
-        let start = if i == 0 { SEGMENT_HEADER } else { self.index[i - 1].1 };
+        let start = if i == 0 {
+            SEGMENT_HEADER
+        } else {
+            self.index[i - 1].1
+        };
         let j = self.index.partition_point(|&(rel, _)| rel < rel_to);
         let end = self.index.get(j).map_or(self.len, |&(_, pos)| pos);
         (start, end)
@@ -152,7 +183,10 @@ pub(crate) fn recover(seg: SegmentFile, last: bool) -> Result<SegmentView, Broke
     let end = record::scan_file(&seg.file, &seg.path, SEGMENT_HEADER, |pos, body| {
         let offset = record_offset(body).ok_or("record shorter than its offset")?;
         if offset != seg.base + count {
-            return Err(format!("record has offset {offset}, expected {}", seg.base + count));
+            return Err(format!(
+                "record has offset {offset}, expected {}",
+                seg.base + count
+            ));
         }
         entries.extend(index.observe(count, pos));
         count += 1;
@@ -168,7 +202,12 @@ pub(crate) fn recover(seg: SegmentFile, last: bool) -> Result<SegmentView, Broke
         }
         ScanEnd::Torn { at, why } => return Err(record::corrupt(&seg.path, at, why)),
     };
-    Ok(SegmentView { seg: Arc::new(seg), count, len, index: entries })
+    Ok(SegmentView {
+        seg: Arc::new(seg),
+        count,
+        len,
+        index: entries,
+    })
 }
 
 fn record_offset(body: &[u8]) -> Option<u64> {
@@ -184,7 +223,9 @@ pub(crate) fn read_records(
     out: &mut Vec<(u64, Bytes)>,
 ) -> Result<(), BrokerError> {
     let mut buf = vec![0u8; (end - start) as usize];
-    seg.file.read_exact_at(&mut buf, start).map_err(io_err(&seg.path))?;
+    seg.file
+        .read_exact_at(&mut buf, start)
+        .map_err(io_err(&seg.path))?;
     let buf = Bytes::from(buf);
     let mut at = 0usize;
     let mut next = from;
@@ -195,9 +236,14 @@ pub(crate) fn read_records(
             Frame::Incomplete => return Err(record::corrupt(&seg.path, pos, "record cut short")),
             Frame::Bad(why) => return Err(record::corrupt(&seg.path, pos, why)),
         };
-        let offset = record_offset(body).ok_or_else(|| record::corrupt(&seg.path, pos, "short record"))?;
+        let offset =
+            record_offset(body).ok_or_else(|| record::corrupt(&seg.path, pos, "short record"))?;
         if offset > next {
-            return Err(record::corrupt(&seg.path, pos, "record offsets out of sequence"));
+            return Err(record::corrupt(
+                &seg.path,
+                pos,
+                "record offsets out of sequence",
+            ));
         }
         if offset == next {
             let payload_at = at + RECORD_OVERHEAD as usize;

@@ -23,6 +23,10 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 use tracing::{debug, warn};
 
+/// One fetch hands out new messages worth about this many bytes of log at most (plus one message),
+/// whatever its `max`, so a large `max` on a deep backlog cannot load the backlog into memory.
+pub(crate) const MAX_FETCH_BYTES: u64 = 64 << 20;
+
 /// Log settings taken from the broker config.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LogSettings {
@@ -56,20 +60,34 @@ fn group_path(dir: &Path, group: &GroupName) -> PathBuf {
 
 impl Topic {
     /// Creates the directory and first segment of a new topic.
-    pub(crate) fn create(data_dir: &Path, name: TopicName, settings: LogSettings) -> Result<Self, BrokerError> {
+    pub(crate) fn create(
+        data_dir: &Path,
+        name: TopicName,
+        settings: LogSettings,
+    ) -> Result<Self, BrokerError> {
         let dir = data_dir.join(name.as_str());
         fs::create_dir_all(groups_dir(&dir)).map_err(io_err(&dir))?;
         let seg = SegmentFile::create(&dir, 0)?;
         seg.sync()?;
         sync_dir(&dir)?;
         sync_dir(data_dir)?;
-        Self::assemble(name, dir, VecDeque::from([SegmentView::empty(Arc::new(seg))]), Vec::new(), settings)
+        Self::assemble(
+            name,
+            dir,
+            VecDeque::from([SegmentView::empty(Arc::new(seg))]),
+            Vec::new(),
+            settings,
+        )
     }
 
     /// Opens an existing topic directory: replays ack files, deletes segments every group has
     /// acked, verifies the other segments (truncating a torn tail of the last one) and rewrites
     /// each ack file as a snapshot consistent with the log.
-    pub(crate) fn recover(dir: PathBuf, name: TopicName, settings: LogSettings) -> Result<Self, BrokerError> {
+    pub(crate) fn recover(
+        dir: PathBuf,
+        name: TopicName,
+        settings: LogSettings,
+    ) -> Result<Self, BrokerError> {
         fs::create_dir_all(groups_dir(&dir)).map_err(io_err(&dir))?;
         let mut bases = Vec::new();
         for file_name in list_dir(&dir)? {
@@ -85,14 +103,21 @@ impl Topic {
             let path = groups_dir(&dir).join(&file_name);
             if file_name.ends_with(".tmp") {
                 remove_leftover(&path);
-            } else if let Some(group) = file_name.strip_suffix(".acks").filter(|g| super::valid_name(g)) {
+            } else if let Some(group) = file_name
+                .strip_suffix(".acks")
+                .filter(|g| super::valid_name(g))
+            {
                 loaded.push((GroupName::new(group), AckFile::load(&path)?));
             }
         }
         if bases.is_empty() {
             // Only when someone removed the segment files: start after every offset ever acked so
             // that new messages are not taken for acked ones.
-            let base = loaded.iter().map(|(_, a)| a.ranges().last().map_or(a.watermark(), |r| r.1)).max().unwrap_or(0);
+            let base = loaded
+                .iter()
+                .map(|(_, a)| a.ranges().last().map_or(a.watermark(), |r| r.1))
+                .max()
+                .unwrap_or(0);
             SegmentFile::create(&dir, base)?.sync()?;
             sync_dir(&dir)?;
             bases.push(base);
@@ -109,13 +134,20 @@ impl Topic {
             let path = segment::segment_path(&dir, base);
             if let Some(prev) = segments.back().map(SegmentView::end_offset) {
                 if prev != base {
-                    let why = format!("segment starts at offset {base}, the previous one ends at {prev}");
+                    let why =
+                        format!("segment starts at offset {base}, the previous one ends at {prev}");
                     return Err(super::record::corrupt(&path, 0, &why));
                 }
             }
-            segments.push_back(segment::recover(SegmentFile::open(path, base)?, i + 1 == bases.len())?);
+            segments.push_back(segment::recover(
+                SegmentFile::open(path, base)?,
+                i + 1 == bases.len(),
+            )?);
         }
-        let (first, end) = (bases[0], segments.back().map_or(bases[0], SegmentView::end_offset));
+        let (first, end) = (
+            bases[0],
+            segments.back().map_or(bases[0], SegmentView::end_offset),
+        );
         let mut groups = Vec::with_capacity(loaded.len());
         for (group, mut acks) in loaded {
             if acks.truncate(end) {
@@ -123,7 +155,11 @@ impl Topic {
             }
             acks.raise_watermark(first);
             let file = AckFile::create(group_path(&dir, &group), &acks)?;
-            groups.push(Group { name: group, state: Mutex::new(GroupState::new(acks)), file: Mutex::new(file) });
+            groups.push(Group {
+                name: group,
+                state: Mutex::new(GroupState::new(acks)),
+                file: Mutex::new(file),
+            });
         }
         Self::assemble(name, dir, segments, groups, settings)
     }
@@ -136,13 +172,23 @@ impl Topic {
         settings: LogSettings,
     ) -> Result<Self, BrokerError> {
         let view = LogView { segments };
-        let writer = LogWriter::new(dir.clone(), settings.segment_bytes, settings.keep_unsynced, &view)?;
+        let writer = LogWriter::new(
+            dir.clone(),
+            settings.segment_bytes,
+            settings.keep_unsynced,
+            &view,
+        )?;
         Ok(Self {
             name,
             writer: Mutex::new(writer),
             dir,
             view: RwLock::new(view),
-            groups: RwLock::new(groups.into_iter().map(|g| (g.name.clone(), Arc::new(g))).collect()),
+            groups: RwLock::new(
+                groups
+                    .into_iter()
+                    .map(|g| (g.name.clone(), Arc::new(g)))
+                    .collect(),
+            ),
             notify: Notify::new(),
             published: AtomicU64::new(0),
         })
@@ -155,7 +201,11 @@ impl Topic {
         }
         let acks = AckSet::new(self.view.read().first());
         let file = AckFile::create(group_path(&self.dir, name), &acks)?;
-        let group = Group { name: name.clone(), state: Mutex::new(GroupState::new(acks)), file: Mutex::new(file) };
+        let group = Group {
+            name: name.clone(),
+            state: Mutex::new(GroupState::new(acks)),
+            file: Mutex::new(file),
+        };
         self.groups.write().insert(name.clone(), Arc::new(group));
         Ok(())
     }
@@ -169,6 +219,12 @@ impl Topic {
     pub(crate) fn bounds(&self) -> (u64, u64) {
         let view = self.view.read();
         (view.first(), view.end())
+    }
+
+    /// How far new messages from `from` may be handed out in one fetch: about
+    /// [`MAX_FETCH_BYTES`] of log.
+    pub(crate) fn fetch_limit(&self, from: u64) -> u64 {
+        self.view.read().read_limit(from, MAX_FETCH_BYTES)
     }
 
     /// The reads that return `offsets` (retained, visible) in the given order.
@@ -189,7 +245,12 @@ impl Topic {
 
     /// Deletes segments (never the newest) that every group has acked. No groups: keeps all.
     pub(crate) fn reclaim(&self) {
-        let min_acked = self.groups.read().values().map(|g| g.state.lock().acks.watermark()).min();
+        let min_acked = self
+            .groups
+            .read()
+            .values()
+            .map(|g| g.state.lock().acks.watermark())
+            .min();
         let Some(min_acked) = min_acked else { return };
         let mut doomed = Vec::new();
         {
@@ -201,8 +262,12 @@ impl Topic {
         for seg in doomed {
             // Readers holding the file keep reading it: an unlinked file lives until closed.
             match fs::remove_file(&seg.path) {
-                Ok(()) => debug!(topic = %self.name, path = %seg.path.display(), "reclaimed a fully acked segment"),
-                Err(error) => warn!(topic = %self.name, path = %seg.path.display(), %error, "cannot delete a segment"),
+                Ok(()) => {
+                    debug!(topic = %self.name, path = %seg.path.display(), "reclaimed a fully acked segment")
+                }
+                Err(error) => {
+                    warn!(topic = %self.name, path = %seg.path.display(), %error, "cannot delete a segment")
+                }
             }
         }
     }
@@ -221,7 +286,11 @@ impl Topic {
             stats.push(state.stats(&group.name, now, end, limits));
             retained_by_all = state.acks.intersect(&retained_by_all);
         }
-        let acked_by_all: u64 = if groups.is_empty() { 0 } else { retained_by_all.iter().map(|(s, e)| e - s).sum() };
+        let acked_by_all: u64 = if groups.is_empty() {
+            0
+        } else {
+            retained_by_all.iter().map(|(s, e)| e - s).sum()
+        };
         TopicStats {
             topic: self.name.clone(),
             depth: (end - first) - acked_by_all,
@@ -235,7 +304,12 @@ impl Topic {
 
 /// Reads the planned records; payloads come back in plan order.
 pub(crate) fn read_plans(plans: &[ReadPlan]) -> Result<Vec<(u64, Bytes)>, BrokerError> {
-    let mut out = Vec::with_capacity(plans.iter().map(|p| (p.offsets.1 - p.offsets.0) as usize).sum());
+    let mut out = Vec::with_capacity(
+        plans
+            .iter()
+            .map(|p| (p.offsets.1 - p.offsets.0) as usize)
+            .sum(),
+    );
     for plan in plans {
         segment::read_records(&plan.seg, plan.bytes, plan.offsets, &mut out)?;
     }

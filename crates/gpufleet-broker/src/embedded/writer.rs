@@ -3,20 +3,18 @@
 //! Callers send an [`Op`] and await its reply. The thread takes every op that is queued when it
 //! wakes up and handles them as one *round*, which is what makes group commit work: concurrent
 //! publishers and ackers share one fsync per file per round. A round:
-//! 1. appends published messages and dead-letter envelopes to their topics' logs;
-//! 2. fsyncs those logs (per the [`FsyncPolicy`]) and only then makes the records visible to fetch;
-//! 3. appends ack records (including the source acks of dead letters) to the group ack files and
-//!    fsyncs them, so an ack is never durable before the message or dead letter it refers to;
-//! 4. applies the acks in memory, deletes fully acked segments, compacts large ack files, replies.
+//! 1. creates requested groups, then appends published messages and dead-letter envelopes to
+//!    their topics' logs;
+//! 2. fsyncs those logs (per the [`FsyncPolicy`]), makes the records visible to fetch and answers
+//!    the publishers;
+//! 3. appends ack records (including the source acks of dead letters whose envelopes are now
+//!    durable) to the group ack files and fsyncs them, so an ack is never durable before the
+//!    message or dead letter it refers to;
+//! 4. applies the acks in memory, deletes fully acked segments, compacts grown ack files, answers.
 //!
 //! fsync runs on this dedicated thread, never on the async runtime.
 
-use super::{
-    acks::to_ranges,
-    group::Group,
-    topic::Topic,
-    Shared,
-};
+use super::{acks::to_ranges, group::Group, topic::Topic, Shared};
 use crate::{BrokerError, FsyncPolicy};
 use bytes::Bytes;
 use gpufleet_core::{GroupName, TopicName};
@@ -43,9 +41,18 @@ const MAX_OPS_PER_ROUND: usize = 1024;
 #[derive(Debug)]
 pub(crate) enum Op {
     /// Append messages (creating the topic on first use); replies with their offsets.
-    Publish { topic: TopicName, payloads: Vec<Bytes>, reply: Reply<Range<u64>> },
+    Publish {
+        topic: TopicName,
+        payloads: Vec<Bytes>,
+        reply: Reply<Range<u64>>,
+    },
     /// Make acks durable, then apply them.
-    Ack { topic: Arc<Topic>, group: Arc<Group>, offsets: Vec<u64>, reply: Reply<()> },
+    Ack {
+        topic: Arc<Topic>,
+        group: Arc<Group>,
+        offsets: Vec<u64>,
+        reply: Reply<()>,
+    },
     /// Append envelopes to the dead-letter topic, then ack `offsets` on the source group.
     DeadLetter {
         dead: TopicName,
@@ -56,13 +63,19 @@ pub(crate) enum Op {
         reply: Reply<()>,
     },
     /// Create a consumer group (and the topic on first use).
-    CreateGroup { topic: TopicName, group: GroupName, reply: Reply<()> },
+    CreateGroup {
+        topic: TopicName,
+        group: GroupName,
+        reply: Reply<()>,
+    },
     /// fsync everything written so far; `close`: then stop the thread.
     Flush { close: bool, reply: Reply<()> },
 }
 
 /// Starts the writer thread.
-pub(crate) fn spawn(shared: Arc<Shared>) -> Result<(mpsc::Sender<Op>, JoinHandle<()>), BrokerError> {
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+) -> Result<(mpsc::Sender<Op>, JoinHandle<()>), BrokerError> {
     let (tx, rx) = mpsc::channel();
     let writer = Writer {
         fsync: shared.fsync,
@@ -74,7 +87,10 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Result<(mpsc::Sender<Op>, JoinHandle
     let handle = std::thread::Builder::new()
         .name("gpufleet-broker-writer".into())
         .spawn(move || writer.run(rx))
-        .map_err(|source| BrokerError::Io { path: "<writer thread>".into(), source })?;
+        .map_err(|source| BrokerError::Io {
+            path: "<writer thread>".into(),
+            source,
+        })?;
     Ok((tx, handle))
 }
 
@@ -87,8 +103,25 @@ struct Writer {
     dirty_groups: Vec<Arc<Group>>,
 }
 
-/// The outcome of step 1 for one op.
-type Appended = Option<Result<(Arc<Topic>, Range<u64>), BrokerError>>;
+/// A publish or dead-letter append of this round.
+struct Append<R> {
+    topic: TopicName,
+    payloads: Vec<Bytes>,
+    result: Result<(Arc<Topic>, Range<u64>), BrokerError>,
+    reply: Reply<R>,
+    /// For dead letters: the source acks to write once the envelopes are durable.
+    source_acks: Option<(Arc<Topic>, Arc<Group>, Vec<u64>)>,
+}
+
+/// Ack records to write this round.
+struct AckJob {
+    topic: Arc<Topic>,
+    group: Arc<Group>,
+    ranges: Vec<(u64, u64)>,
+    dead: bool,
+    result: Result<(), BrokerError>,
+    reply: Reply<()>,
+}
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Op>) {
@@ -123,7 +156,9 @@ impl Writer {
     /// Under `Interval`, how long until dirty files must be synced.
     fn interval_wait(&self) -> Option<Duration> {
         match self.fsync {
-            FsyncPolicy::Interval(every) if !self.dirty_topics.is_empty() || !self.dirty_groups.is_empty() => {
+            FsyncPolicy::Interval(every)
+                if !self.dirty_topics.is_empty() || !self.dirty_groups.is_empty() =>
+            {
                 Some(every.saturating_sub(self.last_sync.elapsed()))
             }
             _ => None,
@@ -132,94 +167,199 @@ impl Writer {
 
     /// Handles one batch of ops; returns whether the thread must stop.
     fn round(&mut self, ops: Vec<Op>) -> bool {
+        let (mut publishes, mut dead_letters, mut acks, mut flushes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut close = false;
-        let mut flush = false;
-        // Step 1: appends.
-        let mut appended: Vec<Appended> = Vec::with_capacity(ops.len());
-        let mut touched: Vec<Arc<Topic>> = Vec::new();
-        for op in &ops {
-            let result = match op {
-                Op::Publish { topic, payloads, .. } => Some(self.append(topic, payloads)),
-                Op::DeadLetter { dead, envelopes, .. } => Some(self.append(dead, envelopes)),
-                Op::Flush { close: c, .. } => {
-                    flush = true;
-                    close |= c;
-                    None
+        for op in ops {
+            match op {
+                Op::Publish {
+                    topic,
+                    payloads,
+                    reply,
+                } => {
+                    publishes.push(Append {
+                        topic,
+                        payloads,
+                        result: Err(BrokerError::Closed),
+                        reply,
+                        source_acks: None,
+                    });
                 }
-                Op::Ack { .. } | Op::CreateGroup { .. } => None,
-            };
-            if let Some(Ok((topic, _))) = &result {
-                push_unique(&mut touched, topic);
+                Op::DeadLetter {
+                    dead,
+                    envelopes,
+                    topic,
+                    group,
+                    offsets,
+                    reply,
+                } => dead_letters.push(Append {
+                    topic: dead,
+                    payloads: envelopes,
+                    result: Err(BrokerError::Closed),
+                    reply,
+                    source_acks: Some((topic, group, offsets)),
+                }),
+                Op::Ack {
+                    topic,
+                    group,
+                    mut offsets,
+                    reply,
+                } => {
+                    let ranges = to_ranges(&mut offsets);
+                    acks.push(AckJob {
+                        topic,
+                        group,
+                        ranges,
+                        dead: false,
+                        result: Ok(()),
+                        reply,
+                    });
+                }
+                Op::CreateGroup {
+                    topic,
+                    group,
+                    reply,
+                } => {
+                    let _ = reply.send(
+                        self.shared
+                            .topic_or_create(&topic)
+                            .and_then(|t| t.create_group(&group)),
+                    );
+                }
+                Op::Flush { close: c, reply } => {
+                    close |= c;
+                    flushes.push(reply);
+                }
             }
-            appended.push(result);
         }
-        // Step 2: make the logs durable, then visible.
-        let sync_now = self.sync_due(flush);
+        let sync_now = self.sync_due(!flushes.is_empty());
+        // Steps 1 and 2: append, make durable, make visible. Publishers are answered right away.
+        self.append_all(&mut publishes, &mut dead_letters, sync_now);
+        for p in publishes {
+            let _ = p.reply.send(p.result.map(|(_, range)| range));
+        }
+        let mut replies_after_acks = Vec::new();
+        for d in dead_letters {
+            match (d.result, d.source_acks) {
+                (Ok(_), Some((topic, group, mut offsets))) => {
+                    let ranges = to_ranges(&mut offsets);
+                    acks.push(AckJob {
+                        topic,
+                        group,
+                        ranges,
+                        dead: true,
+                        result: Ok(()),
+                        reply: d.reply,
+                    });
+                }
+                (result, _) => replies_after_acks.push((d.reply, result.map(|_| ()))),
+            }
+        }
+        // Step 3 and 4: ack records after the records they refer to; apply; reply.
+        self.write_acks(&mut acks, sync_now);
+        if sync_now {
+            self.sync_dirty();
+        }
+        for job in acks {
+            let _ = job.reply.send(job.result);
+        }
+        for (reply, result) in replies_after_acks {
+            let _ = reply.send(result);
+        }
+        for reply in flushes {
+            let _ = reply.send(Ok(()));
+        }
+        close
+    }
+
+    /// Appends every publish and dead letter, fsyncs the touched logs (when `sync_now`) and makes
+    /// what is durable visible to consumers.
+    fn append_all(
+        &mut self,
+        publishes: &mut [Append<Range<u64>>],
+        dead_letters: &mut [Append<()>],
+        sync_now: bool,
+    ) {
+        let mut touched: Vec<Arc<Topic>> = Vec::new();
+        let mut append = |topic: &TopicName, payloads: &[Bytes]| {
+            let result = self.shared.topic_or_create(topic).and_then(|t| {
+                let range = t.writer.lock().append(payloads)?;
+                Ok((t, range))
+            });
+            if let Ok((t, _)) = &result {
+                push_unique(&mut touched, t);
+            }
+            result
+        };
+        for p in publishes.iter_mut() {
+            p.result = append(&p.topic, &p.payloads);
+        }
+        for d in dead_letters.iter_mut() {
+            d.result = append(&d.topic, &d.payloads);
+        }
         let mut failed: Vec<(Arc<Topic>, String)> = Vec::new();
         for topic in &touched {
             let mut writer = topic.writer.lock();
-            if sync_now {
-                if let Err(e) = writer.sync() {
-                    warn!(topic = %topic.name, error = %e, "broker log fsync failed");
-                    failed.push((topic.clone(), e.to_string()));
-                    continue;
-                }
-            } else {
+            if !sync_now {
                 push_unique(&mut self.dirty_topics, topic);
+            } else if let Err(e) = writer.sync() {
+                warn!(topic = %topic.name, error = %e, "broker log fsync failed");
+                failed.push((topic.clone(), e.to_string()));
+                continue;
             }
             let visible = writer.publish_to(&mut topic.view.write());
             drop(writer);
             topic.published.fetch_add(visible, Ordering::Relaxed);
             topic.notify.notify_waiters();
         }
-        for (result, _) in appended.iter_mut().zip(&ops) {
-            if let Some(Ok((topic, _))) = result {
-                if let Some((_, why)) = failed.iter().find(|(t, _)| Arc::ptr_eq(t, topic)) {
-                    *result = Some(Err(BrokerError::Io { path: topic.name.as_str().into(), source: std::io::Error::other(why.clone()) }));
-                }
-            }
-        }
-        // Step 3: ack records, durable after the messages they refer to.
-        let mut acks: Vec<Option<Result<Vec<(u64, u64)>, BrokerError>>> = Vec::with_capacity(ops.len());
-        let mut groups: Vec<Arc<Group>> = Vec::new();
-        for (op, result) in ops.iter().zip(&appended) {
-            let ack = match op {
-                Op::Ack { group, offsets, .. } => Some(append_acks(group, offsets)),
-                Op::DeadLetter { group, offsets, .. } if matches!(result, Some(Ok(_))) => Some(append_acks(group, offsets)),
-                _ => None,
+        let fail = |result: &mut Result<(Arc<Topic>, Range<u64>), BrokerError>| {
+            let why = match result {
+                Ok((t, _)) => failed
+                    .iter()
+                    .find(|(f, _)| Arc::ptr_eq(f, t))
+                    .map(|(_, why)| (t.name.clone(), why.clone())),
+                Err(_) => None,
             };
-            if let (Some(Ok(_)), Op::Ack { group, .. } | Op::DeadLetter { group, .. }) = (&ack, op) {
-                push_unique(&mut groups, group);
+            if let Some((name, why)) = why {
+                *result = Err(BrokerError::Io {
+                    path: name.as_str().into(),
+                    source: std::io::Error::other(why),
+                });
             }
-            acks.push(ack);
+        };
+        publishes.iter_mut().for_each(|p| fail(&mut p.result));
+        dead_letters.iter_mut().for_each(|d| fail(&mut d.result));
+    }
+
+    /// Appends and (when `sync_now`) fsyncs ack records, then applies the acks in memory, deletes
+    /// fully acked segments and compacts grown ack files.
+    fn write_acks(&mut self, jobs: &mut [AckJob], sync_now: bool) {
+        let mut groups: Vec<Arc<Group>> = Vec::new();
+        for job in jobs.iter_mut() {
+            job.result = job.group.file.lock().append(&job.ranges);
+            if job.result.is_ok() {
+                push_unique(&mut groups, &job.group);
+            }
         }
-        let mut failed_groups: Vec<(Arc<Group>, String)> = Vec::new();
         for group in &groups {
-            if sync_now {
-                if let Err(e) = group.file.lock().sync() {
-                    warn!(group = %group.name, error = %e, "broker ack file fsync failed");
-                    failed_groups.push((group.clone(), e.to_string()));
-                }
-            } else {
+            if !sync_now {
                 push_unique(&mut self.dirty_groups, group);
+                continue;
             }
-        }
-        if sync_now {
-            self.sync_dirty();
-        }
-        // Step 4: apply, reclaim, compact, reply.
-        let mut reclaim: Vec<Arc<Topic>> = Vec::new();
-        for (op, ack) in ops.iter().zip(acks.iter_mut()) {
-            let (Op::Ack { topic, group, .. } | Op::DeadLetter { topic, group, .. }) = op else { continue };
-            if let Some(Ok(_)) = ack {
-                if let Some((_, why)) = failed_groups.iter().find(|(g, _)| Arc::ptr_eq(g, group)) {
-                    *ack = Some(Err(BrokerError::Io { path: group.name.as_str().into(), source: std::io::Error::other(why.clone()) }));
+            if let Err(e) = group.file.lock().sync() {
+                warn!(group = %group.name, error = %e, "broker ack file fsync failed");
+                for job in jobs.iter_mut().filter(|j| Arc::ptr_eq(&j.group, group)) {
+                    job.result = Err(BrokerError::Io {
+                        path: group.name.as_str().into(),
+                        source: std::io::Error::other(e.to_string()),
+                    });
                 }
             }
-            if let Some(Ok(ranges)) = ack {
-                group.state.lock().apply_acked(ranges, matches!(op, Op::DeadLetter { .. }));
-                push_unique(&mut reclaim, topic);
-            }
+        }
+        let mut reclaim: Vec<Arc<Topic>> = Vec::new();
+        for job in jobs.iter().filter(|j| j.result.is_ok()) {
+            job.group.state.lock().apply_acked(&job.ranges, job.dead);
+            push_unique(&mut reclaim, &job.topic);
         }
         for topic in &reclaim {
             topic.reclaim();
@@ -233,10 +373,6 @@ impl Writer {
                 }
             }
         }
-        for ((op, appended), ack) in ops.into_iter().zip(appended).zip(acks) {
-            reply(op, appended, ack, &self.shared);
-        }
-        close
     }
 
     /// Whether this round fsyncs.
@@ -265,43 +401,6 @@ impl Writer {
             }
         }
         self.last_sync = Instant::now();
-    }
-
-    /// Appends to a topic, creating it on first use.
-    fn append(&self, name: &TopicName, payloads: &[Bytes]) -> Result<(Arc<Topic>, Range<u64>), BrokerError> {
-        let topic = self.shared.topic_or_create(name)?;
-        let range = topic.writer.lock().append(payloads)?;
-        Ok((topic, range))
-    }
-}
-
-fn append_acks(group: &Group, offsets: &[u64]) -> Result<Vec<(u64, u64)>, BrokerError> {
-    let ranges = to_ranges(&mut offsets.to_vec());
-    group.file.lock().append(&ranges)?;
-    Ok(ranges)
-}
-
-fn reply(op: Op, appended: Appended, ack: Option<Result<Vec<(u64, u64)>, BrokerError>>, shared: &Shared) {
-    // A dropped receiver means the caller stopped waiting (its future was cancelled): the work is
-    // done regardless, so the send result is ignored.
-    match op {
-        Op::Publish { reply, .. } => {
-            let result = appended.unwrap_or(Err(BrokerError::Closed)).map(|(_, range)| range);
-            let _ = reply.send(result);
-        }
-        Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } => {
-            let result = match (appended, ack) {
-                (Some(Err(e)), _) | (_, Some(Err(e))) => Err(e),
-                _ => Ok(()),
-            };
-            let _ = reply.send(result);
-        }
-        Op::CreateGroup { topic, group, reply } => {
-            let _ = reply.send(shared.topic_or_create(&topic).and_then(|t| t.create_group(&group)));
-        }
-        Op::Flush { reply, .. } => {
-            let _ = reply.send(Ok(()));
-        }
     }
 }
 

@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gpufleet_broker::{Broker, BrokerConfig, BrokerError, DeadLetter, EmbeddedBroker, Message, MessageId, TopicStats};
+use gpufleet_broker::{
+    Broker, BrokerConfig, BrokerError, DeadLetter, EmbeddedBroker, Message, MessageId, TopicStats,
+};
 use gpufleet_core::{ConsumerName, GroupName, TopicName};
 use std::{sync::Arc, time::Duration};
 use tempfile::TempDir;
@@ -32,7 +34,11 @@ pub async fn temp_broker(visibility: Duration, max_attempts: u32) -> Arc<dyn Bro
 
 #[async_trait]
 impl Broker for TempBroker {
-    async fn publish(&self, topic: &TopicName, payloads: &[Bytes]) -> Result<Vec<MessageId>, BrokerError> {
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        payloads: &[Bytes],
+    ) -> Result<Vec<MessageId>, BrokerError> {
         self.broker.publish(topic, payloads).await
     }
     async fn create_group(&self, topic: &TopicName, group: &GroupName) -> Result<(), BrokerError> {
@@ -48,13 +54,28 @@ impl Broker for TempBroker {
     ) -> Result<Vec<Message>, BrokerError> {
         self.broker.fetch(topic, group, consumer, max, wait).await
     }
-    async fn ack(&self, topic: &TopicName, group: &GroupName, ids: &[MessageId]) -> Result<(), BrokerError> {
+    async fn ack(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        ids: &[MessageId],
+    ) -> Result<(), BrokerError> {
         self.broker.ack(topic, group, ids).await
     }
-    async fn nack(&self, topic: &TopicName, group: &GroupName, id: MessageId, reason: &str) -> Result<(), BrokerError> {
+    async fn nack(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        id: MessageId,
+        reason: &str,
+    ) -> Result<(), BrokerError> {
         self.broker.nack(topic, group, id, reason).await
     }
-    async fn dead_letters(&self, topic: &TopicName, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+    async fn dead_letters(
+        &self,
+        topic: &TopicName,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
         self.broker.dead_letters(topic, limit).await
     }
     async fn stats(&self) -> Result<Vec<TopicStats>, BrokerError> {
