@@ -27,15 +27,22 @@ const BATCH: usize = 10_000;
 
 fn vm_hwm_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn du(p: &std::path::Path) -> u64 {
-    let Ok(m) = std::fs::metadata(p) else { return 0 };
+    let Ok(m) = std::fs::metadata(p) else {
+        return 0;
+    };
     if !m.is_dir() {
         return m.len();
     }
-    std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| du(&e.path())).sum()).unwrap_or(0)
+    std::fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -48,7 +55,8 @@ async fn main() -> Result<(), BoxError> {
     let fsync_phase = std::env::args().any(|a| a == "--fsync");
     let dir = tempfile::tempdir()?;
     // GPUFLEET_BENCH_DIR keeps the store for inspection (it must not exist yet).
-    let root = std::env::var_os("GPUFLEET_BENCH_DIR").map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
+    let root = std::env::var_os("GPUFLEET_BENCH_DIR")
+        .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
     let mut cfg = StoreConfig::new(&root);
     cfg.fsync = false;
     cfg.head_max_samples = 10_000_000;
@@ -66,14 +74,27 @@ async fn main() -> Result<(), BoxError> {
     }
     let rss_head = vm_hwm_kib();
     println!("samples written        {written}");
-    println!("write rate             {:.2} M samples/s ({:.3} s, 1 task, batches of {BATCH}, fsync off)", written as f64 / write_time.as_secs_f64() / 1e6, write_time.as_secs_f64());
-    println!("peak RSS, all in head  {:.1} MiB (VmHWM)", rss_head as f64 / 1024.0);
+    println!(
+        "write rate             {:.2} M samples/s ({:.3} s, 1 task, batches of {BATCH}, fsync off)",
+        written as f64 / write_time.as_secs_f64() / 1e6,
+        write_time.as_secs_f64()
+    );
+    println!(
+        "peak RSS, all in head  {:.1} MiB (VmHWM)",
+        rss_head as f64 / 1024.0
+    );
     let t = Instant::now();
     store.flush().await?;
     println!("flush                  {:.3} s", t.elapsed().as_secs_f64());
     let stats = store.stats().await?;
-    println!("bytes on disk          {} ({} samples, {} series)", stats.bytes_on_disk, stats.samples, stats.series);
-    println!("bytes per sample       {:.3}", stats.bytes_on_disk as f64 / stats.samples as f64);
+    println!(
+        "bytes on disk          {} ({} samples, {} series)",
+        stats.bytes_on_disk, stats.samples, stats.series
+    );
+    println!(
+        "bytes per sample       {:.3}",
+        stats.bytes_on_disk as f64 / stats.samples as f64
+    );
     for part in ["raw", "r1m", "r1h", "catalog.log", "wal"] {
         println!("  {part:<20} {} bytes", du(&root.join(part)));
     }
@@ -97,8 +118,17 @@ async fn main() -> Result<(), BoxError> {
         times.push(t.elapsed());
         points = r.series.iter().map(|s| s.points.len()).sum::<usize>();
     }
-    println!("one series, all range  {:.3} ms median of 5 ({points} points)", median(times).as_secs_f64() * 1e3);
-    let aq = AggregateQuery { metric: METRICS[0].into(), host: None, start_ms: START_MS, end_ms: end, agg: Agg::Avg };
+    println!(
+        "one series, all range  {:.3} ms median of 5 ({points} points)",
+        median(times).as_secs_f64() * 1e3
+    );
+    let aq = AggregateQuery {
+        metric: METRICS[0].into(),
+        host: None,
+        start_ms: START_MS,
+        end_ms: end,
+        agg: Agg::Avg,
+    };
     let mut times = Vec::new();
     let mut rows = 0;
     for _ in 0..5 {
@@ -106,14 +136,26 @@ async fn main() -> Result<(), BoxError> {
         rows = store.aggregate(&aq).await?.len();
         times.push(t.elapsed());
     }
-    println!("avg GPU_UTIL per GPU   {:.3} ms median of 5 ({rows} GPUs)", median(times).as_secs_f64() * 1e3);
+    println!(
+        "avg GPU_UTIL per GPU   {:.3} ms median of 5 ({rows} GPUs)",
+        median(times).as_secs_f64() * 1e3
+    );
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        store.query_range(&RangeQuery { step_ms: Some(60_000), metrics: vec![], ..q.clone() }).await?;
+        store
+            .query_range(&RangeQuery {
+                step_ms: Some(60_000),
+                metrics: vec![],
+                ..q.clone()
+            })
+            .await?;
         times.push(t.elapsed());
     }
-    println!("one GPU, 12 metrics, 1m step (rollups)  {:.3} ms median of 5", median(times).as_secs_f64() * 1e3);
+    println!(
+        "one GPU, 12 metrics, 1m step (rollups)  {:.3} ms median of 5",
+        median(times).as_secs_f64() * 1e3
+    );
     store.close().await?;
     if fsync_phase {
         fsync_group_commit().await?;
@@ -133,7 +175,9 @@ async fn fsync_group_commit() -> Result<(), BoxError> {
     let n = batches.len();
     let t = Instant::now();
     let mut tasks = Vec::new();
-    let chunks: Vec<Vec<_>> = (0..4).map(|w| batches.iter().skip(w).step_by(4).cloned().collect()).collect();
+    let chunks: Vec<Vec<_>> = (0..4)
+        .map(|w| batches.iter().skip(w).step_by(4).cloned().collect())
+        .collect();
     for chunk in chunks {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {

@@ -83,8 +83,15 @@ fn csv_field(out: &mut String, s: &str) {
 }
 
 /// Writes matching samples in `[start_ms, end_ms)` as CSV with a header; returns rows written.
-pub async fn export_csv<W: Write + Send>(store: &dyn MetricStore, filter: &SeriesFilter, start_ms: i64, end_ms: i64, mut out: W) -> Result<u64, StoreError> {
-    out.write_all(b"timestamp,host,gpu_uuid,gpu_index,device,model,metric,value\n").map_err(export_err)?;
+pub async fn export_csv<W: Write + Send>(
+    store: &dyn MetricStore,
+    filter: &SeriesFilter,
+    start_ms: i64,
+    end_ms: i64,
+    mut out: W,
+) -> Result<u64, StoreError> {
+    out.write_all(b"timestamp,host,gpu_uuid,gpu_index,device,model,metric,value\n")
+        .map_err(export_err)?;
     let mut rows = 0u64;
     let mut line = String::new();
     for_each_page(store, filter, start_ms, end_ms, |key, desc, points| {
@@ -99,7 +106,11 @@ pub async fn export_csv<W: Write + Send>(store: &dyn MetricStore, filter: &Serie
         if let Some(i) = desc.index {
             prefix.push_str(&i.to_string());
         }
-        for field in [desc.device.as_str(), desc.model.as_str(), key.metric.as_str()] {
+        for field in [
+            desc.device.as_str(),
+            desc.model.as_str(),
+            key.metric.as_str(),
+        ] {
             prefix.push(',');
             csv_field(&mut prefix, field);
         }
@@ -140,7 +151,10 @@ impl RowGroup {
         self.ts.len()
     }
 
-    fn write<W: Write + Send>(&mut self, w: &mut SerializedFileWriter<W>) -> Result<(), StoreError> {
+    fn write<W: Write + Send>(
+        &mut self,
+        w: &mut SerializedFileWriter<W>,
+    ) -> Result<(), StoreError> {
         if self.len() == 0 {
             return Ok(());
         }
@@ -149,12 +163,24 @@ impl RowGroup {
         while let Some(mut c) = rg.next_column().map_err(export_err)? {
             match col {
                 0 => c.typed::<Int64Type>().write_batch(&self.ts, None, None),
-                1 => c.typed::<ByteArrayType>().write_batch(&self.host, None, None),
-                2 => c.typed::<ByteArrayType>().write_batch(&self.uuid, None, None),
-                3 => c.typed::<Int32Type>().write_batch(&self.index, Some(&self.index_def), None),
-                4 => c.typed::<ByteArrayType>().write_batch(&self.device, None, None),
-                5 => c.typed::<ByteArrayType>().write_batch(&self.model, None, None),
-                6 => c.typed::<ByteArrayType>().write_batch(&self.metric, None, None),
+                1 => c
+                    .typed::<ByteArrayType>()
+                    .write_batch(&self.host, None, None),
+                2 => c
+                    .typed::<ByteArrayType>()
+                    .write_batch(&self.uuid, None, None),
+                3 => c
+                    .typed::<Int32Type>()
+                    .write_batch(&self.index, Some(&self.index_def), None),
+                4 => c
+                    .typed::<ByteArrayType>()
+                    .write_batch(&self.device, None, None),
+                5 => c
+                    .typed::<ByteArrayType>()
+                    .write_batch(&self.model, None, None),
+                6 => c
+                    .typed::<ByteArrayType>()
+                    .write_batch(&self.metric, None, None),
                 _ => c.typed::<DoubleType>().write_batch(&self.value, None, None),
             }
             .map_err(export_err)?;
@@ -169,15 +195,31 @@ impl RowGroup {
 
 /// Writes matching samples in `[start_ms, end_ms)` as a Snappy-compressed Parquet file
 /// ([`PARQUET_SCHEMA`], row groups of [`ROW_GROUP_ROWS`]); returns rows written.
-pub async fn export_parquet<W: Write + Send>(store: &dyn MetricStore, filter: &SeriesFilter, start_ms: i64, end_ms: i64, out: W) -> Result<u64, StoreError> {
+pub async fn export_parquet<W: Write + Send>(
+    store: &dyn MetricStore,
+    filter: &SeriesFilter,
+    start_ms: i64,
+    end_ms: i64,
+    out: W,
+) -> Result<u64, StoreError> {
     let schema = Arc::new(parse_message_type(PARQUET_SCHEMA).map_err(export_err)?);
-    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
     let mut w = SerializedFileWriter::new(out, schema, props).map_err(export_err)?;
     let mut rg = RowGroup::default();
     let mut rows = 0u64;
     for_each_page(store, filter, start_ms, end_ms, |key, desc, points| {
         let text = |s: &str| ByteArray::from(s.as_bytes().to_vec());
-        let (host, uuid, device, model, metric) = (text(key.host.as_str()), text(key.uuid.as_str()), text(&desc.device), text(&desc.model), text(key.metric.as_str()));
+        let (host, uuid, device, model, metric) = (
+            text(key.host.as_str()),
+            text(key.uuid.as_str()),
+            text(&desc.device),
+            text(&desc.model),
+            text(key.metric.as_str()),
+        );
         let index = desc.index.and_then(|i| i32::try_from(i).ok());
         for (ts, v) in points {
             rg.ts.push(*ts);
@@ -217,7 +259,13 @@ mod tests {
         let s = EmbeddedStore::open(StoreConfig::new(dir.path())).unwrap();
         let mut rows = Vec::new();
         for i in 0..70_000i64 {
-            rows.push(("node,1", "GPU-\"a\"", "DCGM_FI_DEV_GPU_UTIL", T0 + i * 10, (i % 100) as f64));
+            rows.push((
+                "node,1",
+                "GPU-\"a\"",
+                "DCGM_FI_DEV_GPU_UTIL",
+                T0 + i * 10,
+                (i % 100) as f64,
+            ));
         }
         rows.push(("node2", "GPU-b", "DCGM_FI_DEV_POWER_USAGE", T0, 512.347));
         s.write(&batch(&rows[..30_000]), T0).await.unwrap();
@@ -230,11 +278,16 @@ mod tests {
     async fn csv_quotes_fields_and_formats_times() {
         let (_d, s) = store().await;
         let mut out = Vec::new();
-        let n = export_csv(&s, &SeriesFilter::default(), T0, T0 + 20, &mut out).await.unwrap();
+        let n = export_csv(&s, &SeriesFilter::default(), T0, T0 + 20, &mut out)
+            .await
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(n, 3);
-        assert_eq!(lines[0], "timestamp,host,gpu_uuid,gpu_index,device,model,metric,value");
+        assert_eq!(
+            lines[0],
+            "timestamp,host,gpu_uuid,gpu_index,device,model,metric,value"
+        );
         assert_eq!(lines[1], "2025-07-18T20:00:00Z,\"node,1\",\"GPU-\"\"a\"\"\",0,nvidia0,NVIDIA H100 80GB HBM3,DCGM_FI_DEV_GPU_UTIL,0");
         assert_eq!(lines[2], "2025-07-18T20:00:00.010Z,\"node,1\",\"GPU-\"\"a\"\"\",0,nvidia0,NVIDIA H100 80GB HBM3,DCGM_FI_DEV_GPU_UTIL,1");
         assert_eq!(lines[3], "2025-07-18T20:00:00Z,node2,GPU-b,0,nvidia0,NVIDIA H100 80GB HBM3,DCGM_FI_DEV_POWER_USAGE,512.347");
@@ -244,10 +297,20 @@ mod tests {
     async fn parquet_reads_back_the_same_rows() {
         let (d, s) = store().await;
         let path = d.path().join("out.parquet");
-        let n = export_parquet(&s, &SeriesFilter::default(), T0, T0 + 1_000_000, std::fs::File::create(&path).unwrap()).await.unwrap();
+        let n = export_parquet(
+            &s,
+            &SeriesFilter::default(),
+            T0,
+            T0 + 1_000_000,
+            std::fs::File::create(&path).unwrap(),
+        )
+        .await
+        .unwrap();
         assert_eq!(n, 70_001);
         let mut csv = Vec::new();
-        export_csv(&s, &SeriesFilter::default(), T0, T0 + 1_000_000, &mut csv).await.unwrap();
+        export_csv(&s, &SeriesFilter::default(), T0, T0 + 1_000_000, &mut csv)
+            .await
+            .unwrap();
         let csv = String::from_utf8(csv).unwrap();
         let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.metadata().num_row_groups(), 2);
@@ -255,9 +318,15 @@ mod tests {
         for (row, line) in reader.get_row_iter(None).unwrap().zip(csv.lines().skip(1)) {
             let row = row.unwrap();
             let f: Vec<&Field> = row.get_column_iter().map(|(_, f)| f).collect();
-            let Field::TimestampMillis(ts) = f[0] else { panic!("timestamp type {:?}", f[0]) };
-            let Field::Str(host) = f[1] else { panic!("host type") };
-            let Field::Double(v) = f[7] else { panic!("value type") };
+            let Field::TimestampMillis(ts) = f[0] else {
+                panic!("timestamp type {:?}", f[0])
+            };
+            let Field::Str(host) = f[1] else {
+                panic!("host type")
+            };
+            let Field::Double(v) = f[7] else {
+                panic!("value type")
+            };
             let cols: Vec<&str> = line.rsplitn(2, ',').collect();
             assert!(line.starts_with(&format_rfc3339(*ts)));
             assert!(line.contains(host.split(',').next().unwrap()));

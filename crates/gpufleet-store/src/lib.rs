@@ -73,7 +73,7 @@ pub struct RangeQuery {
     pub step_ms: Option<i64>,
     /// Combination inside a bucket (ignored for raw points).
     pub agg: Agg,
-    /// Most points returned over all series.
+    /// Most points returned over all series (at least 1; `next_cursor` is set when more remain).
     pub limit: usize,
     /// Resume after this position (the `next_cursor` of a previous page).
     pub cursor: Option<Cursor>,

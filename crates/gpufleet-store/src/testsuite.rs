@@ -27,7 +27,14 @@ pub const T0: i64 = 1_752_868_800_000;
 
 /// A GPU description for tests.
 pub fn gpu(host: &str, uuid: &str) -> GpuDesc {
-    GpuDesc { host: host.into(), uuid: uuid.into(), index: Some(0), device: "nvidia0".into(), model: "NVIDIA H100 80GB HBM3".into(), labels: vec![] }
+    GpuDesc {
+        host: host.into(),
+        uuid: uuid.into(),
+        index: Some(0),
+        device: "nvidia0".into(),
+        model: "NVIDIA H100 80GB HBM3".into(),
+        labels: vec![],
+    }
 }
 
 /// A batch from `(host, uuid, metric, ts, value)` rows.
@@ -46,7 +53,7 @@ pub fn raw_query(uuid: &str, metrics: &[&str], start_ms: i64, end_ms: i64) -> Ra
     RangeQuery {
         uuid: GpuUuid::new(uuid),
         host: None,
-        metrics: metrics.iter().map(|m| MetricName::new(m)).collect(),
+        metrics: metrics.iter().copied().map(MetricName::new).collect(),
         start_ms,
         end_ms,
         step_ms: None,
@@ -57,13 +64,18 @@ pub fn raw_query(uuid: &str, metrics: &[&str], start_ms: i64, end_ms: i64) -> Ra
 }
 
 /// Every point of a query, paging with the cursor, as `metric → [(ts, value)]`.
-pub async fn query_all(store: &dyn MetricStore, q: &RangeQuery) -> BTreeMap<String, Vec<(i64, f64)>> {
+pub async fn query_all(
+    store: &dyn MetricStore,
+    q: &RangeQuery,
+) -> BTreeMap<String, Vec<(i64, f64)>> {
     let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     let mut q = q.clone();
     for _ in 0..10_000 {
         let r = store.query_range(&q).await.expect("query");
         for s in r.series {
-            out.entry(s.key.metric.to_string()).or_default().extend(s.points);
+            out.entry(s.key.metric.to_string())
+                .or_default()
+                .extend(s.points);
         }
         match r.next_cursor {
             Some(c) => q.cursor = Some(c),
@@ -73,7 +85,12 @@ pub async fn query_all(store: &dyn MetricStore, q: &RangeQuery) -> BTreeMap<Stri
     panic!("paging did not end");
 }
 
-fn grid(uuids: &[(&'static str, &'static str)], metrics: &[&'static str], n: i64, value: impl Fn(usize, usize, i64) -> f64) -> Vec<(&'static str, &'static str, &'static str, i64, f64)> {
+fn grid(
+    uuids: &[(&'static str, &'static str)],
+    metrics: &[&'static str],
+    n: i64,
+    value: impl Fn(usize, usize, i64) -> f64,
+) -> Vec<(&'static str, &'static str, &'static str, i64, f64)> {
     let mut rows = Vec::new();
     for i in 0..n {
         for (gi, (h, u)) in uuids.iter().enumerate() {
@@ -88,28 +105,58 @@ fn grid(uuids: &[(&'static str, &'static str)], metrics: &[&'static str], n: i64
 /// Written points come back, per metric in name order, only for the asked GPU and metrics.
 pub async fn write_query_round_trip(f: &dyn StoreFactory) {
     let store = f.build().await;
-    let rows = grid(&[("h1", "GPU-a"), ("h2", "GPU-b")], &["M_B", "M_A"], 20, |g, m, i| (g * 100 + m * 10) as f64 + i as f64 * 0.25);
+    let rows = grid(
+        &[("h1", "GPU-a"), ("h2", "GPU-b")],
+        &["M_B", "M_A"],
+        20,
+        |g, m, i| (g * 100 + m * 10) as f64 + i as f64 * 0.25,
+    );
     let r = store.write(&batch(&rows), T0).await.expect("write");
     assert_eq!(r.inserted, rows.len() as u64);
     assert_eq!(r.duplicates, 0);
-    let res = store.query_range(&raw_query("GPU-a", &[], T0, T0 + 20_000)).await.expect("query");
+    let res = store
+        .query_range(&raw_query("GPU-a", &[], T0, T0 + 20_000))
+        .await
+        .expect("query");
     let metrics: Vec<&str> = res.series.iter().map(|s| s.key.metric.as_str()).collect();
     assert_eq!(metrics, vec!["M_A", "M_B"]);
     assert!(res.next_cursor.is_none());
     for s in &res.series {
         assert_eq!(s.key.host.as_str(), "h1");
         assert_eq!(s.key.uuid.as_str(), "GPU-a");
-        let m = if s.key.metric.as_str() == "M_A" { 1.0 } else { 0.0 };
-        let want: Vec<(i64, f64)> = (0..20).map(|i| (T0 + i * 1000, m * 10.0 + i as f64 * 0.25)).collect();
+        let m = if s.key.metric.as_str() == "M_A" {
+            1.0
+        } else {
+            0.0
+        };
+        let want: Vec<(i64, f64)> = (0..20)
+            .map(|i| (T0 + i * 1000, m * 10.0 + i as f64 * 0.25))
+            .collect();
         assert_eq!(s.points, want);
     }
-    let res = store.query_range(&raw_query("GPU-b", &["M_B"], T0 + 5_000, T0 + 7_000)).await.expect("query");
+    let res = store
+        .query_range(&raw_query("GPU-b", &["M_B"], T0 + 5_000, T0 + 7_000))
+        .await
+        .expect("query");
     assert_eq!(res.series.len(), 1);
-    assert_eq!(res.series[0].points, vec![(T0 + 5_000, 101.25), (T0 + 6_000, 101.5)]);
+    assert_eq!(
+        res.series[0].points,
+        vec![(T0 + 5_000, 101.25), (T0 + 6_000, 101.5)]
+    );
     let mut q = raw_query("GPU-b", &[], T0, T0 + 20_000);
     q.host = Some("h1".into());
-    assert!(store.query_range(&q).await.expect("query").series.is_empty());
-    assert!(store.query_range(&raw_query("GPU-zzz", &[], T0, T0 + 20_000)).await.expect("query").series.is_empty());
+    assert!(store
+        .query_range(&q)
+        .await
+        .expect("query")
+        .series
+        .is_empty());
+    assert!(store
+        .query_range(&raw_query("GPU-zzz", &[], T0, T0 + 20_000))
+        .await
+        .expect("query")
+        .series
+        .is_empty());
 }
 
 /// The same batch twice stores once and counts duplicates, before and after a flush.
@@ -131,11 +178,27 @@ pub async fn idempotent_write(f: &dyn StoreFactory) {
 /// A second value for the same key and timestamp is dropped, in later writes and within one batch.
 pub async fn first_value_wins(f: &dyn StoreFactory) {
     let store = f.build().await;
-    store.write(&batch(&[("h", "GPU-a", "M", T0, 1.0)]), T0).await.expect("write");
-    let r = store.write(&batch(&[("h", "GPU-a", "M", T0, 2.0), ("h", "GPU-a", "M", T0 + 1, 3.0), ("h", "GPU-a", "M", T0 + 1, 4.0)]), T0).await.expect("write");
+    store
+        .write(&batch(&[("h", "GPU-a", "M", T0, 1.0)]), T0)
+        .await
+        .expect("write");
+    let r = store
+        .write(
+            &batch(&[
+                ("h", "GPU-a", "M", T0, 2.0),
+                ("h", "GPU-a", "M", T0 + 1, 3.0),
+                ("h", "GPU-a", "M", T0 + 1, 4.0),
+            ]),
+            T0,
+        )
+        .await
+        .expect("write");
     assert_eq!((r.inserted, r.duplicates), (1, 2));
     store.flush().await.expect("flush");
-    store.write(&batch(&[("h", "GPU-a", "M", T0 + 1, 5.0)]), T0).await.expect("write");
+    store
+        .write(&batch(&[("h", "GPU-a", "M", T0 + 1, 5.0)]), T0)
+        .await
+        .expect("write");
     let pts = query_all(&*store, &raw_query("GPU-a", &["M"], T0, T0 + 10)).await;
     assert_eq!(pts["M"], vec![(T0, 1.0), (T0 + 1, 3.0)]);
 }
@@ -143,7 +206,9 @@ pub async fn first_value_wins(f: &dyn StoreFactory) {
 fn hand(points: &[(i64, f64)], start: i64, end: i64, step: i64, agg: Agg) -> Vec<(i64, f64)> {
     let mut b: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
     for (t, v) in points.iter().filter(|(t, _)| *t >= start && *t < end) {
-        b.entry(t.div_euclid(step) * step).or_default().push((*t, *v));
+        b.entry(t.div_euclid(step) * step)
+            .or_default()
+            .push((*t, *v));
     }
     b.into_iter()
         .map(|(k, ps)| {
@@ -167,19 +232,45 @@ fn hand(points: &[(i64, f64)], start: i64, end: i64, step: i64, agg: Agg) -> Vec
 pub async fn step_buckets(f: &dyn StoreFactory) {
     let store = f.build().await;
     // 2.5 hours of 10 s samples, written out of order in two halves with a flush between.
-    let pts: Vec<(i64, f64)> = (0..900).map(|i| (T0 - 1_800_000 + i * 10_000 + 3, ((i * 37) % 101) as f64 * 0.25)).collect();
-    let rows: Vec<_> = pts.iter().map(|(t, v)| ("h", "GPU-a", "M", *t, *v)).collect();
+    let pts: Vec<(i64, f64)> = (0..900)
+        .map(|i| {
+            (
+                T0 - 1_800_000 + i * 10_000 + 3,
+                ((i * 37) % 101) as f64 * 0.25,
+            )
+        })
+        .collect();
+    let rows: Vec<_> = pts
+        .iter()
+        .map(|(t, v)| ("h", "GPU-a", "M", *t, *v))
+        .collect();
     store.write(&batch(&rows[450..]), T0).await.expect("write");
     store.flush().await.expect("flush");
     store.write(&batch(&rows[..450]), T0).await.expect("write");
-    for (start, end, step) in [(T0 - 1_800_000, T0 + 7_200_000, 60_000), (T0 - 1_234_567, T0 + 5_000_001, 3_600_000), (T0 - 1_000_000, T0 + 1_000_000, 7_000), (T0 - 1_799_000, T0 + 6_000_000, 300_000)] {
-        for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Last, Agg::Sum, Agg::Count] {
+    for (start, end, step) in [
+        (T0 - 1_800_000, T0 + 7_200_000, 60_000),
+        (T0 - 1_234_567, T0 + 5_000_001, 3_600_000),
+        (T0 - 1_000_000, T0 + 1_000_000, 7_000),
+        (T0 - 1_799_000, T0 + 6_000_000, 300_000),
+    ] {
+        for agg in [
+            Agg::Avg,
+            Agg::Min,
+            Agg::Max,
+            Agg::Last,
+            Agg::Sum,
+            Agg::Count,
+        ] {
             let mut q = raw_query("GPU-a", &["M"], start, end);
             q.step_ms = Some(step);
             q.agg = agg;
             let got = store.query_range(&q).await.expect("query");
             assert_eq!(got.series.len(), 1);
-            assert_eq!(got.series[0].points, hand(&pts, start, end, step, agg), "step {step} agg {agg:?} from {start}");
+            assert_eq!(
+                got.series[0].points,
+                hand(&pts, start, end, step, agg),
+                "step {step} agg {agg:?} from {start}"
+            );
         }
     }
 }
@@ -187,18 +278,25 @@ pub async fn step_buckets(f: &dyn StoreFactory) {
 /// Paging with a small limit returns every point exactly once, raw and bucketed.
 pub async fn limit_and_cursor_paging(f: &dyn StoreFactory) {
     let store = f.build().await;
-    let rows = grid(&[("h", "GPU-a")], &["M_C", "M_A", "M_B"], 25, |_, m, i| (m * 1000) as f64 + i as f64);
+    let rows = grid(&[("h", "GPU-a")], &["M_C", "M_A", "M_B"], 25, |_, m, i| {
+        (m * 1000) as f64 + i as f64
+    });
     store.write(&batch(&rows[..40]), T0).await.expect("write");
     store.flush().await.expect("flush");
     store.write(&batch(&rows[40..]), T0).await.expect("write");
     let mut q = raw_query("GPU-a", &[], T0, T0 + 25_000);
     q.limit = 7;
     let first = store.query_range(&q).await.expect("query");
-    assert_eq!(first.series.iter().map(|s| s.points.len()).sum::<usize>(), 7);
+    assert_eq!(
+        first.series.iter().map(|s| s.points.len()).sum::<usize>(),
+        7
+    );
     assert!(first.next_cursor.is_some());
     let all = query_all(&*store, &q).await;
     for (mi, m) in ["M_C", "M_A", "M_B"].iter().enumerate() {
-        let want: Vec<(i64, f64)> = (0..25).map(|i| (T0 + i * 1000, (mi * 1000) as f64 + i as f64)).collect();
+        let want: Vec<(i64, f64)> = (0..25)
+            .map(|i| (T0 + i * 1000, (mi * 1000) as f64 + i as f64))
+            .collect();
         assert_eq!(all[*m], want, "{m}");
     }
     q.step_ms = Some(5_000);
@@ -206,7 +304,11 @@ pub async fn limit_and_cursor_paging(f: &dyn StoreFactory) {
     q.limit = 4;
     let buckets = query_all(&*store, &q).await;
     for m in ["M_A", "M_B", "M_C"] {
-        assert_eq!(buckets[m], (0..5).map(|b| (T0 + b * 5_000, 5.0)).collect::<Vec<_>>(), "{m}");
+        assert_eq!(
+            buckets[m],
+            (0..5).map(|b| (T0 + b * 5_000, 5.0)).collect::<Vec<_>>(),
+            "{m}"
+        );
     }
 }
 
@@ -214,40 +316,106 @@ pub async fn limit_and_cursor_paging(f: &dyn StoreFactory) {
 pub async fn aggregate(f: &dyn StoreFactory) {
     let store = f.build().await;
     let gpus = [("h1", "GPU-a"), ("h1", "GPU-b"), ("h2", "GPU-c")];
-    let rows = grid(&gpus, &["U", "V"], 40, |g, _, i| (g as f64) * 10.0 + (i % 8) as f64 * 0.5);
+    let rows = grid(&gpus, &["U", "V"], 40, |g, _, i| {
+        (g as f64) * 10.0 + (i % 8) as f64 * 0.5
+    });
     store.write(&batch(&rows[..120]), T0).await.expect("write");
     store.flush().await.expect("flush");
     store.write(&batch(&rows[120..]), T0).await.expect("write");
     let (start, end) = (T0 + 3_000, T0 + 33_000);
-    for agg in [Agg::Avg, Agg::Max, Agg::Count, Agg::Sum, Agg::Last, Agg::Min] {
-        let got = store.aggregate(&AggregateQuery { metric: "U".into(), host: None, start_ms: start, end_ms: end, agg }).await.expect("aggregate");
+    for agg in [
+        Agg::Avg,
+        Agg::Max,
+        Agg::Count,
+        Agg::Sum,
+        Agg::Last,
+        Agg::Min,
+    ] {
+        let got = store
+            .aggregate(&AggregateQuery {
+                metric: "U".into(),
+                host: None,
+                start_ms: start,
+                end_ms: end,
+                agg,
+            })
+            .await
+            .expect("aggregate");
         assert_eq!(got.len(), 3);
         for (row, (g, (_, uuid))) in got.iter().zip(gpus.iter().enumerate()) {
             assert_eq!(row.key.uuid.as_str(), *uuid);
-            let pts: Vec<(i64, f64)> = (0..40).map(|i| (T0 + i * 1000, (g as f64) * 10.0 + (i % 8) as f64 * 0.5)).collect();
+            let pts: Vec<(i64, f64)> = (0..40)
+                .map(|i| (T0 + i * 1000, (g as f64) * 10.0 + (i % 8) as f64 * 0.5))
+                .collect();
             let want = hand(&pts, start, end, 1 << 40, agg);
             assert_eq!(row.value, want[0].1, "{agg:?} {uuid}");
             assert_eq!(row.count, 30);
         }
     }
-    let h2 = store.aggregate(&AggregateQuery { metric: "U".into(), host: Some("h2".into()), start_ms: T0, end_ms: T0 + 40_000, agg: Agg::Max }).await.expect("aggregate");
+    let h2 = store
+        .aggregate(&AggregateQuery {
+            metric: "U".into(),
+            host: Some("h2".into()),
+            start_ms: T0,
+            end_ms: T0 + 40_000,
+            agg: Agg::Max,
+        })
+        .await
+        .expect("aggregate");
     assert_eq!(h2.len(), 1);
     assert_eq!(h2[0].value, 23.5);
-    assert!(store.aggregate(&AggregateQuery { metric: "nope".into(), host: None, start_ms: T0, end_ms: T0 + 1, agg: Agg::Avg }).await.expect("aggregate").is_empty());
+    assert!(store
+        .aggregate(&AggregateQuery {
+            metric: "nope".into(),
+            host: None,
+            start_ms: T0,
+            end_ms: T0 + 1,
+            agg: Agg::Avg
+        })
+        .await
+        .expect("aggregate")
+        .is_empty());
 }
 
 /// `series` filters by host, GPU and metric and sorts by key.
 pub async fn series_filter(f: &dyn StoreFactory) {
     let store = f.build().await;
-    let rows = grid(&[("h2", "GPU-b"), ("h1", "GPU-a")], &["Y", "X"], 1, |_, _, _| 1.0);
+    let rows = grid(
+        &[("h2", "GPU-b"), ("h1", "GPU-a")],
+        &["Y", "X"],
+        1,
+        |_, _, _| 1.0,
+    );
     store.write(&batch(&rows), T0).await.expect("write");
-    let all = store.series(&SeriesFilter::default()).await.expect("series");
-    let keys: Vec<String> = all.iter().map(|(k, _)| format!("{}/{}/{}", k.host, k.uuid, k.metric)).collect();
-    assert_eq!(keys, vec!["h1/GPU-a/X", "h1/GPU-a/Y", "h2/GPU-b/X", "h2/GPU-b/Y"]);
+    let all = store
+        .series(&SeriesFilter::default())
+        .await
+        .expect("series");
+    let keys: Vec<String> = all
+        .iter()
+        .map(|(k, _)| format!("{}/{}/{}", k.host, k.uuid, k.metric))
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["h1/GPU-a/X", "h1/GPU-a/Y", "h2/GPU-b/X", "h2/GPU-b/Y"]
+    );
     assert_eq!(all[0].1, gpu("h1", "GPU-a"));
-    let by_host = store.series(&SeriesFilter { host: Some("h2".into()), ..Default::default() }).await.expect("series");
+    let by_host = store
+        .series(&SeriesFilter {
+            host: Some("h2".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("series");
     assert_eq!(by_host.len(), 2);
-    let by_uuid_metric = store.series(&SeriesFilter { uuid: Some("GPU-a".into()), metric: Some("Y".into()), ..Default::default() }).await.expect("series");
+    let by_uuid_metric = store
+        .series(&SeriesFilter {
+            uuid: Some("GPU-a".into()),
+            metric: Some("Y".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("series");
     assert_eq!(by_uuid_metric.len(), 1);
     assert_eq!(by_uuid_metric[0].0.metric.as_str(), "Y");
 }
@@ -256,9 +424,27 @@ pub async fn series_filter(f: &dyn StoreFactory) {
 /// the latest value per metric, whatever order samples arrived in.
 pub async fn gpus_latest_and_seen(f: &dyn StoreFactory) {
     let store = f.build().await;
-    store.write(&batch(&[("h", "GPU-a", "U", T0 + 5_000, 50.0), ("h", "GPU-a", "T", T0 + 2_000, 40.0)]), T0 + 10).await.expect("write");
+    store
+        .write(
+            &batch(&[
+                ("h", "GPU-a", "U", T0 + 5_000, 50.0),
+                ("h", "GPU-a", "T", T0 + 2_000, 40.0),
+            ]),
+            T0 + 10,
+        )
+        .await
+        .expect("write");
     store.flush().await.expect("flush");
-    store.write(&batch(&[("h", "GPU-a", "U", T0 + 1_000, 10.0), ("h", "GPU-a", "U", T0 + 9_000, 90.0)]), T0 + 20).await.expect("write");
+    store
+        .write(
+            &batch(&[
+                ("h", "GPU-a", "U", T0 + 1_000, 10.0),
+                ("h", "GPU-a", "U", T0 + 9_000, 90.0),
+            ]),
+            T0 + 20,
+        )
+        .await
+        .expect("write");
     let mut relabelled = gpu("h", "GPU-a");
     relabelled.labels = vec![("pod".into(), "trainer-0".into())];
     let mut b = BatchBuilder::new();
@@ -280,7 +466,12 @@ pub async fn gpus_latest_and_seen(f: &dyn StoreFactory) {
 /// `stats` counts series, GPUs, samples and duplicates and knows the time span.
 pub async fn stats_counts(f: &dyn StoreFactory) {
     let store = f.build().await;
-    let rows = grid(&[("h", "GPU-a"), ("h", "GPU-b")], &["U", "V", "W"], 10, |_, _, i| i as f64);
+    let rows = grid(
+        &[("h", "GPU-a"), ("h", "GPU-b")],
+        &["U", "V", "W"],
+        10,
+        |_, _, i| i as f64,
+    );
     store.write(&batch(&rows), T0).await.expect("write");
     store.write(&batch(&rows[..5]), T0).await.expect("write");
     store.flush().await.expect("flush");

@@ -14,7 +14,10 @@ struct Embedded {
 
 impl Embedded {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("tempdir"), n: AtomicUsize::new(0) }
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            n: AtomicUsize::new(0),
+        }
     }
 }
 

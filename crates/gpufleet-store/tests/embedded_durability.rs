@@ -12,12 +12,21 @@ fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(StoreConfig::new(dir)).expect("open")
 }
 
-fn rows(metric: &'static str, from: i64, n: i64) -> Vec<(&'static str, &'static str, &'static str, i64, f64)> {
-    (from..from + n).map(|i| ("h", "GPU-a", metric, T0 + i * 1000, i as f64 * 0.5)).collect()
+fn rows(
+    metric: &'static str,
+    from: i64,
+    n: i64,
+) -> Vec<(&'static str, &'static str, &'static str, i64, f64)> {
+    (from..from + n)
+        .map(|i| ("h", "GPU-a", metric, T0 + i * 1000, i as f64 * 0.5))
+        .collect()
 }
 
 fn wal_segments(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir.join("wal")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     v.sort();
     v
 }
@@ -35,7 +44,13 @@ async fn crash_recovery_keeps_every_acknowledged_write_once() {
     }
     let s = open(dir.path());
     let all = query_all(&s, &raw_query("GPU-a", &[], T0, T0 + 1_000_000)).await;
-    assert_eq!(all["M"], rows("M", 0, 200).iter().map(|r| (r.3, r.4)).collect::<Vec<_>>());
+    assert_eq!(
+        all["M"],
+        rows("M", 0, 200)
+            .iter()
+            .map(|r| (r.3, r.4))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(all["N"].len(), 50);
     let st = s.stats().await.unwrap();
     assert_eq!(st.samples, 250);
@@ -64,10 +79,22 @@ async fn dedup_against_flushed_partitions_after_reopen() {
     let r = s.write(&batch(&every_other), T0).await.unwrap();
     assert_eq!((r.inserted, r.duplicates), (0, 50));
     // Gaps inside the flushed range are new; a repeated old point keeps its first value.
-    let r = s.write(&batch(&[("h", "GPU-a", "M", T0 + 1000, 99.0), ("h", "GPU-a", "M", T0 + 2000, 99.0)]), T0).await.unwrap();
+    let r = s
+        .write(
+            &batch(&[
+                ("h", "GPU-a", "M", T0 + 1000, 99.0),
+                ("h", "GPU-a", "M", T0 + 2000, 99.0),
+            ]),
+            T0,
+        )
+        .await
+        .unwrap();
     assert_eq!((r.inserted, r.duplicates), (1, 1));
     let pts = query_all(&s, &raw_query("GPU-a", &["M"], T0, T0 + 3000)).await;
-    assert_eq!(pts["M"], vec![(T0, 0.0), (T0 + 1000, 99.0), (T0 + 2000, 1.0)]);
+    assert_eq!(
+        pts["M"],
+        vec![(T0, 0.0), (T0 + 1000, 99.0), (T0 + 2000, 1.0)]
+    );
 }
 
 #[tokio::test]
@@ -81,10 +108,19 @@ async fn a_torn_wal_tail_is_cut_and_the_rest_recovered() {
     }
     let seg = wal_segments(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let s = open(dir.path());
     let pts = query_all(&s, &raw_query("GPU-a", &["M"], T0, T0 + 1_000_000)).await;
-    assert_eq!(pts["M"].len(), 20, "the torn third record is gone, the first two are intact");
+    assert_eq!(
+        pts["M"].len(),
+        20,
+        "the torn third record is gone, the first two are intact"
+    );
     let r = s.write(&batch(&rows("M", 20, 10)), T0).await.unwrap();
     assert_eq!(r.inserted, 10);
     drop(s);
@@ -106,7 +142,9 @@ async fn retention_drops_old_day_partitions_and_keeps_rollups_longer() {
     cfg.rollup_1h_retention = None;
     let s = EmbeddedStore::open(cfg).unwrap();
     let d0 = T0.div_euclid(DAY) * DAY;
-    let pts: Vec<_> = (0..4 * 24).map(|h| ("h", "GPU-a", "M", d0 + h * 3_600_000 + 30_000, h as f64)).collect();
+    let pts: Vec<_> = (0..4 * 24)
+        .map(|h| ("h", "GPU-a", "M", d0 + h * 3_600_000 + 30_000, h as f64))
+        .collect();
     s.write(&batch(&pts), T0).await.unwrap();
     s.flush().await.unwrap();
     assert_eq!(s.stats().await.unwrap().partitions, 4);
@@ -127,10 +165,23 @@ async fn retention_drops_old_day_partitions_and_keeps_rollups_longer() {
     assert_eq!(hourly["M"][5], (d0 + 5 * 3_600_000, 5.0));
     q.step_ms = Some(60_000);
     let minutely = query_all(&s, &q).await;
-    assert_eq!(minutely["M"].len(), 72, "1-minute rollups of the first day are gone");
-    assert_eq!(s.stats().await.unwrap().oldest_ms, Some(d0 + 3 * DAY + 30_000));
+    assert_eq!(
+        minutely["M"].len(),
+        72,
+        "1-minute rollups of the first day are gone"
+    );
+    assert_eq!(
+        s.stats().await.unwrap().oldest_ms,
+        Some(d0 + 3 * DAY + 30_000)
+    );
     let again = s.apply_retention(now).await.unwrap();
-    assert_eq!((again.raw_partitions_dropped, again.rollup_partitions_dropped), (0, 0));
+    assert_eq!(
+        (
+            again.raw_partitions_dropped,
+            again.rollup_partitions_dropped
+        ),
+        (0, 0)
+    );
 }
 
 #[tokio::test]
@@ -141,15 +192,31 @@ async fn many_small_flushes_are_compacted() {
         s.write(&batch(&rows("M", k * 50, 50)), T0).await.unwrap();
         s.flush().await.unwrap();
     }
-    let day = std::fs::read_dir(dir.path().join("raw")).unwrap().next().unwrap().unwrap().path();
+    let day = std::fs::read_dir(dir.path().join("raw"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let files = std::fs::read_dir(&day).unwrap().count();
     assert!(files < 4, "{files} raw files left after 12 flushes");
-    let mins = std::fs::read_dir(dir.path().join("r1m")).unwrap().next().unwrap().unwrap().path();
+    let mins = std::fs::read_dir(dir.path().join("r1m"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     assert_eq!(std::fs::read_dir(mins).unwrap().count(), files);
     drop(s);
     let s = open(dir.path());
     let pts = query_all(&s, &raw_query("GPU-a", &["M"], T0, T0 + 1_000_000)).await;
-    assert_eq!(pts["M"], rows("M", 0, 600).iter().map(|r| (r.3, r.4)).collect::<Vec<_>>());
+    assert_eq!(
+        pts["M"],
+        rows("M", 0, 600)
+            .iter()
+            .map(|r| (r.3, r.4))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -166,7 +233,10 @@ async fn missing_rollups_are_rebuilt_on_open() {
     let mut q = raw_query("GPU-a", &["M"], T0, T0 + 300_000);
     q.step_ms = Some(60_000);
     q.agg = Agg::Count;
-    assert_eq!(query_all(&s, &q).await["M"], (0..5).map(|m| (T0 + m * 60_000, 60.0)).collect::<Vec<_>>());
+    assert_eq!(
+        query_all(&s, &q).await["M"],
+        (0..5).map(|m| (T0 + m * 60_000, 60.0)).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -208,10 +278,17 @@ async fn a_full_head_is_flushed_in_the_background() {
             assert_eq!(st.samples, 150);
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "head was not flushed: {st:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "head was not flushed: {st:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(wal_segments(dir.path()).len(), 1, "flushed WAL segments are deleted");
+    assert_eq!(
+        wal_segments(dir.path()).len(),
+        1,
+        "flushed WAL segments are deleted"
+    );
 }
 
 #[tokio::test]
@@ -222,11 +299,36 @@ async fn invalid_input_is_rejected_with_a_message() {
     b.points[0].gpu = 7;
     let e = s.write(&b, T0).await.unwrap_err().to_string();
     assert!(e.contains("gpu ref"), "{e}");
-    let e = s.write(&batch(&[("h", "GPU-a", "M", i64::MAX, 1.0)]), T0).await.unwrap_err().to_string();
+    let e = s
+        .write(&batch(&[("h", "GPU-a", "M", i64::MAX, 1.0)]), T0)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("outside years"), "{e}");
     let mut q = raw_query("GPU-a", &[], T0, T0 + 1);
     q.step_ms = Some(0);
     assert!(s.query_range(&q).await.is_err());
+    q.limit = 0;
+    q.step_ms = None;
+    assert!(s.query_range(&q).await.is_err());
+    // The widest possible range with a rollup step neither overflows nor loses the point.
+    s.write(&batch(&rows("M", 0, 1)), T0).await.unwrap();
+    s.flush().await.unwrap();
+    let mut q = raw_query("GPU-a", &[], i64::MIN, i64::MAX);
+    q.step_ms = Some(60_000);
+    q.agg = Agg::Count;
+    assert_eq!(
+        s.query_range(&q).await.unwrap().series[0].points,
+        vec![(T0, 1.0)]
+    );
+    let agg = gpufleet_store::AggregateQuery {
+        metric: "M".into(),
+        host: None,
+        start_ms: i64::MIN,
+        end_ms: i64::MAX,
+        agg: Agg::Count,
+    };
+    assert_eq!(s.aggregate(&agg).await.unwrap()[0].count, 1);
     s.close().await.unwrap();
     assert!(s.write(&batch(&rows("M", 0, 1)), T0).await.is_err());
 }
@@ -235,7 +337,9 @@ async fn invalid_input_is_rejected_with_a_message() {
 fn reference(points: &[(i64, i64)], start: i64, end: i64, step: i64, agg: Agg) -> Vec<(i64, f64)> {
     let mut b: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
     for (t, m) in points.iter().filter(|(t, _)| *t >= start && *t < end) {
-        b.entry(t.div_euclid(step) * step).or_default().push((*t, *m));
+        b.entry(t.div_euclid(step) * step)
+            .or_default()
+            .push((*t, *m));
     }
     b.into_iter()
         .map(|(k, ps)| {

@@ -12,7 +12,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 /// Metric names in generation order.
-pub const METRICS: [&str; 12] = [
+pub(crate) const METRICS: [&str; 12] = [
     "DCGM_FI_DEV_GPU_UTIL",
     "DCGM_FI_DEV_MEM_COPY_UTIL",
     "DCGM_FI_DEV_GPU_TEMP",
@@ -28,7 +28,7 @@ pub const METRICS: [&str; 12] = [
 ];
 
 /// First timestamp: 2025-07-18T20:00:00Z.
-pub const START_MS: i64 = 1_752_868_800_000;
+pub(crate) const START_MS: i64 = 1_752_868_800_000;
 const FB_TOTAL: f64 = 81_559.0;
 
 struct GpuState {
@@ -39,7 +39,7 @@ struct GpuState {
 }
 
 /// Produces the data set in batches of about `batch_points` points.
-pub struct DcgmGen {
+pub(crate) struct DcgmGen {
     rng: StdRng,
     gpus: Vec<GpuDesc>,
     state: Vec<GpuState>,
@@ -51,13 +51,20 @@ pub struct DcgmGen {
 
 impl DcgmGen {
     /// A generator of `total` samples over `hosts` × 8 GPUs.
-    pub fn new(seed: u64, hosts: usize, total: usize) -> Self {
+    pub(crate) fn new(seed: u64, hosts: usize, total: usize) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut gpus = Vec::new();
         let mut state = Vec::new();
         for h in 0..hosts {
             for i in 0..8u32 {
-                let uuid = format!("GPU-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", rng.gen::<u32>(), rng.gen::<u16>(), rng.gen::<u16>(), rng.gen::<u16>(), rng.gen::<u64>() & 0xffff_ffff_ffff);
+                let uuid = format!(
+                    "GPU-{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                    rng.gen::<u32>(),
+                    rng.gen::<u16>(),
+                    rng.gen::<u16>(),
+                    rng.gen::<u16>(),
+                    rng.gen::<u64>() & 0xffff_ffff_ffff
+                );
                 gpus.push(GpuDesc {
                     host: format!("gpu-node-{h:02}").into(),
                     uuid: uuid.into(),
@@ -67,21 +74,42 @@ impl DcgmGen {
                     labels: vec![],
                 });
                 let idle = rng.gen_range(0..8) == 0;
-                let util = if idle { 0.0 } else { f64::from(rng.gen_range(20..100u32)) };
-                let fb_used = if idle { 0.0 } else { f64::from(rng.gen_range(2_000..70_000u32)) };
-                state.push(GpuState { idle, util, temp: 32.0 + (util * 0.4).round(), fb_used });
+                let util = if idle {
+                    0.0
+                } else {
+                    f64::from(rng.gen_range(20..100u32))
+                };
+                let fb_used = if idle {
+                    0.0
+                } else {
+                    f64::from(rng.gen_range(2_000..70_000u32))
+                };
+                state.push(GpuState {
+                    idle,
+                    util,
+                    temp: 32.0 + (util * 0.4).round(),
+                    fb_used,
+                });
             }
         }
-        Self { rng, gpus, state, total, produced: 0, tick: 0, next_gpu: 0 }
+        Self {
+            rng,
+            gpus,
+            state,
+            total,
+            produced: 0,
+            tick: 0,
+            next_gpu: 0,
+        }
     }
 
     /// The GPUs.
-    pub fn gpus(&self) -> &[GpuDesc] {
+    pub(crate) fn gpus(&self) -> &[GpuDesc] {
         &self.gpus
     }
 
     /// The next batch, or None when all samples were produced.
-    pub fn next_batch(&mut self, batch_points: usize) -> Option<SampleBatch> {
+    pub(crate) fn next_batch(&mut self, batch_points: usize) -> Option<SampleBatch> {
         if self.produced >= self.total {
             return None;
         }
@@ -101,11 +129,21 @@ impl DcgmGen {
             let s = &mut self.state[gi];
             if !s.idle {
                 s.util = (s.util + walk.sample(rng).round()).clamp(1.0, 100.0);
-                s.fb_used = if rng.gen_range(0..5) == 0 { (s.fb_used + fb_walk.sample(rng).round()).clamp(0.0, FB_TOTAL) } else { s.fb_used };
+                s.fb_used = if rng.gen_range(0..5) == 0 {
+                    (s.fb_used + fb_walk.sample(rng).round()).clamp(0.0, FB_TOTAL)
+                } else {
+                    s.fb_used
+                };
             }
             if rng.gen_range(0..10) < 3 {
                 let target = 32.0 + (s.util * 0.4).round();
-                s.temp += if s.temp < target { 1.0 } else if s.temp > target { -1.0 } else { 0.0 };
+                s.temp += if s.temp < target {
+                    1.0
+                } else if s.temp > target {
+                    -1.0
+                } else {
+                    0.0
+                };
             }
             let util = s.util;
             let values = [
@@ -120,7 +158,11 @@ impl DcgmGen {
                 0.0,
                 (tx.sample(rng) * util / 100.0).round(),
                 (rx.sample(rng) * util / 100.0).round(),
-                if rng.gen_range(0..100_000) == 0 { 79.0 } else { 0.0 },
+                if rng.gen_range(0..100_000) == 0 {
+                    79.0
+                } else {
+                    0.0
+                },
             ];
             for (m, v) in metric_ids.iter().zip(values) {
                 if self.produced >= self.total {

@@ -15,7 +15,18 @@ use crate::Agg;
 /// Powers of ten as floats (all exact).
 pub(crate) const POW10: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 /// Powers of ten as integers.
-pub(crate) const POW10_I: [i64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000];
+pub(crate) const POW10_I: [i64; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
 /// Most fractional decimal digits a value may have to be summed exactly.
 pub(crate) const MAX_DEC: u8 = 9;
 /// Largest mantissa magnitude (2^53): integers up to here convert to f64 exactly.
@@ -74,12 +85,19 @@ fn dec_add(m1: i64, k1: u8, m2: i64, k2: u8) -> Option<ExactSum> {
     let k = k1.max(k2);
     let a = m1.checked_mul(POW10_I[(k - k1) as usize])?;
     let b = m2.checked_mul(POW10_I[(k - k2) as usize])?;
-    Some(ExactSum::Dec { m: a.checked_add(b)?, k })
+    Some(ExactSum::Dec {
+        m: a.checked_add(b)?,
+        k,
+    })
 }
 
 fn neumaier(hi: f64, lo: f64, v: f64) -> (f64, f64) {
     let s = hi + v;
-    let c = if hi.abs() >= v.abs() { (hi - s) + v } else { (v - s) + hi };
+    let c = if hi.abs() >= v.abs() {
+        (hi - s) + v
+    } else {
+        (v - s) + hi
+    };
     (s, lo + c)
 }
 
@@ -139,7 +157,10 @@ impl ExactSum {
     pub(crate) fn unpack(tag: i64, a: i64, b: f64) -> Option<Self> {
         match tag {
             0..=9 => Some(ExactSum::Dec { m: a, k: tag as u8 }),
-            255 => Some(ExactSum::Float { hi: f64::from_bits(a as u64), lo: b }),
+            255 => Some(ExactSum::Float {
+                hi: f64::from_bits(a as u64),
+                lo: b,
+            }),
             _ => None,
         }
     }
@@ -164,7 +185,14 @@ pub(crate) struct Acc {
 
 impl Default for Acc {
     fn default() -> Self {
-        Self { count: 0, min: f64::INFINITY, max: f64::NEG_INFINITY, sum: ExactSum::default(), last_ts: i64::MIN, last: f64::NAN }
+        Self {
+            count: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: ExactSum::default(),
+            last_ts: i64::MIN,
+            last: f64::NAN,
+        }
     }
 }
 

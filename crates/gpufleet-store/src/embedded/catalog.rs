@@ -72,7 +72,10 @@ impl Def {
                 let uuid = GpuUuid::new(r.str()?);
                 let index = match r.varint()? {
                     0 => None,
-                    i => Some(u32::try_from(i - 1).map_err(|_| StoreError::Corrupt("gpu index out of range".into()))?),
+                    i => Some(
+                        u32::try_from(i - 1)
+                            .map_err(|_| StoreError::Corrupt("gpu index out of range".into()))?,
+                    ),
                 };
                 let device = r.str()?.to_owned();
                 let model = r.str()?.to_owned();
@@ -81,11 +84,32 @@ impl Def {
                 for _ in 0..n {
                     labels.push((r.str()?.to_owned(), r.str()?.to_owned()));
                 }
-                Def::Gpu { id, desc: GpuDesc { host, uuid, index, device, model, labels } }
+                Def::Gpu {
+                    id,
+                    desc: GpuDesc {
+                        host,
+                        uuid,
+                        index,
+                        device,
+                        model,
+                        labels,
+                    },
+                }
             }
-            2 => Def::Metric { id, name: MetricName::new(r.str()?) },
-            3 => Def::Series { id, gpu: r.u32v()?, metric: r.u32v()? },
-            t => return Err(StoreError::Corrupt(format!("unknown catalog record tag {t}"))),
+            2 => Def::Metric {
+                id,
+                name: MetricName::new(r.str()?),
+            },
+            3 => Def::Series {
+                id,
+                gpu: r.u32v()?,
+                metric: r.u32v()?,
+            },
+            t => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown catalog record tag {t}"
+                )))
+            }
         })
     }
 }
@@ -149,12 +173,24 @@ impl Catalog {
         let key = (desc.host.clone(), desc.uuid.clone());
         if let Some(&id) = self.gpu_ids.get(&key) {
             if self.gpus[id as usize].desc != *desc {
-                self.define(Def::Gpu { id, desc: desc.clone() }, defs);
+                self.define(
+                    Def::Gpu {
+                        id,
+                        desc: desc.clone(),
+                    },
+                    defs,
+                );
             }
             return id;
         }
         let id = self.gpus.len() as u32;
-        self.define(Def::Gpu { id, desc: desc.clone() }, defs);
+        self.define(
+            Def::Gpu {
+                id,
+                desc: desc.clone(),
+            },
+            defs,
+        );
         id
     }
 
@@ -164,13 +200,23 @@ impl Catalog {
             return id;
         }
         let id = self.metrics.len() as u32;
-        self.define(Def::Metric { id, name: name.clone() }, defs);
+        self.define(
+            Def::Metric {
+                id,
+                name: name.clone(),
+            },
+            defs,
+        );
         id
     }
 
     /// Id of the series of `metric` on `gpu`, adding it when new.
     pub(crate) fn resolve_series(&mut self, gpu: u32, metric: u32, defs: &mut Vec<Def>) -> u32 {
-        if let Some(&(_, s)) = self.gpus[gpu as usize].series.iter().find(|(m, _)| *m == metric) {
+        if let Some(&(_, s)) = self.gpus[gpu as usize]
+            .series
+            .iter()
+            .find(|(m, _)| *m == metric)
+        {
             return s;
         }
         let id = self.series.len() as u32;
@@ -199,18 +245,27 @@ impl Catalog {
                     return Ok(true);
                 }
                 if id as usize != self.gpus.len() {
-                    return Err(StoreError::Corrupt(format!("gpu id {id} defined out of order")));
+                    return Err(StoreError::Corrupt(format!(
+                        "gpu id {id} defined out of order"
+                    )));
                 }
-                self.gpu_ids.insert((desc.host.clone(), desc.uuid.clone()), id);
+                self.gpu_ids
+                    .insert((desc.host.clone(), desc.uuid.clone()), id);
                 self.by_uuid.entry(desc.uuid.clone()).or_default().push(id);
-                self.gpus.push(GpuEntry { desc, series: Vec::new(), last_ingest_ms: i64::MIN });
+                self.gpus.push(GpuEntry {
+                    desc,
+                    series: Vec::new(),
+                    last_ingest_ms: i64::MIN,
+                });
             }
             Def::Metric { id, name } => {
                 if (id as usize) < self.metrics.len() {
                     return Ok(false);
                 }
                 if id as usize != self.metrics.len() {
-                    return Err(StoreError::Corrupt(format!("metric id {id} defined out of order")));
+                    return Err(StoreError::Corrupt(format!(
+                        "metric id {id} defined out of order"
+                    )));
                 }
                 self.metric_ids.insert(name.clone(), id);
                 self.metrics.push(name);
@@ -219,11 +274,22 @@ impl Catalog {
                 if (id as usize) < self.series.len() {
                     return Ok(false);
                 }
-                if id as usize != self.series.len() || gpu as usize >= self.gpus.len() || metric as usize >= self.metrics.len() {
-                    return Err(StoreError::Corrupt(format!("series id {id} defined out of order or with unknown refs")));
+                if id as usize != self.series.len()
+                    || gpu as usize >= self.gpus.len()
+                    || metric as usize >= self.metrics.len()
+                {
+                    return Err(StoreError::Corrupt(format!(
+                        "series id {id} defined out of order or with unknown refs"
+                    )));
                 }
                 self.gpus[gpu as usize].series.push((metric, id));
-                self.series.push(SeriesEntry { gpu, metric, oldest_ts: i64::MAX, newest_ts: i64::MIN, newest_val: f64::NAN });
+                self.series.push(SeriesEntry {
+                    gpu,
+                    metric,
+                    oldest_ts: i64::MAX,
+                    newest_ts: i64::MIN,
+                    newest_val: f64::NAN,
+                });
             }
         }
         Ok(true)
@@ -249,7 +315,11 @@ impl Catalog {
     pub(crate) fn key(&self, series: u32) -> SeriesKey {
         let s = &self.series[series as usize];
         let g = &self.gpus[s.gpu as usize].desc;
-        SeriesKey { host: g.host.clone(), uuid: g.uuid.clone(), metric: self.metrics[s.metric as usize].clone() }
+        SeriesKey {
+            host: g.host.clone(),
+            uuid: g.uuid.clone(),
+            metric: self.metrics[s.metric as usize].clone(),
+        }
     }
 
     /// Metric id by name.
@@ -267,7 +337,10 @@ pub(crate) struct CatalogFile {
 const MAGIC: &[u8; 4] = b"GFC1";
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl CatalogFile {
@@ -279,20 +352,36 @@ impl CatalogFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io(path)(e)),
         };
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io(path))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io(path))?;
         if buf.len() < MAGIC.len() {
             file.set_len(0).map_err(io(path))?;
             file.write_all(MAGIC).map_err(io(path))?;
             file.sync_all().map_err(io(path))?;
-            return Ok((CatalogFile { file, path: path.to_path_buf() }, cat));
+            return Ok((
+                CatalogFile {
+                    file,
+                    path: path.to_path_buf(),
+                },
+                cat,
+            ));
         }
         if &buf[..4] != MAGIC {
-            return Err(StoreError::Corrupt(format!("{} is not a catalog file", path.display())));
+            return Err(StoreError::Corrupt(format!(
+                "{} is not a catalog file",
+                path.display()
+            )));
         }
         let (frames, end) = read_frames(&buf[4..]);
         for f in frames {
             let mut defs = Vec::new();
-            flate2::read::DeflateDecoder::new(f).read_to_end(&mut defs).map_err(|e| StoreError::Corrupt(format!("catalog record: {e}")))?;
+            flate2::read::DeflateDecoder::new(f)
+                .read_to_end(&mut defs)
+                .map_err(|e| StoreError::Corrupt(format!("catalog record: {e}")))?;
             let mut r = Reader::new(&defs, "catalog record");
             while !r.is_empty() {
                 cat.apply(Def::decode(&mut r)?)?;
@@ -303,7 +392,13 @@ impl CatalogFile {
             file.set_len((4 + end) as u64).map_err(io(path))?;
             file.sync_all().map_err(io(path))?;
         }
-        Ok((CatalogFile { file, path: path.to_path_buf() }, cat))
+        Ok((
+            CatalogFile {
+                file,
+                path: path.to_path_buf(),
+            },
+            cat,
+        ))
     }
 
     /// Appends definitions and syncs.
@@ -329,7 +424,14 @@ mod tests {
     use super::*;
 
     fn desc(host: &str, uuid: &str) -> GpuDesc {
-        GpuDesc { host: host.into(), uuid: uuid.into(), index: Some(3), device: "nvidia3".into(), model: "H100".into(), labels: vec![("pod".into(), "p".into())] }
+        GpuDesc {
+            host: host.into(),
+            uuid: uuid.into(),
+            index: Some(3),
+            device: "nvidia3".into(),
+            model: "H100".into(),
+            labels: vec![("pod".into(), "p".into())],
+        }
     }
 
     #[test]
@@ -351,7 +453,10 @@ mod tests {
         let (_f, cat2) = CatalogFile::open(&path).unwrap();
         assert_eq!(cat2.key(s), cat.key(s));
         assert_eq!(cat2.gpus[0].desc, desc("h", "GPU-1"));
-        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, bytes.len() - 5);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() as usize,
+            bytes.len() - 5
+        );
     }
 
     #[test]

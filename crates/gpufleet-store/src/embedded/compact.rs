@@ -38,12 +38,21 @@ fn level(samples: u64) -> u32 {
 /// Merges files of `day` while some level holds [`FAN_IN`] files.
 pub(crate) fn maybe_compact(inner: &Inner, day: i64) -> Result<(), StoreError> {
     for _ in 0..16 {
-        let files: Vec<Arc<RawFile>> = inner.state.read().parts.days.get(&day).map(|d| d.raw.clone()).unwrap_or_default();
+        let files: Vec<Arc<RawFile>> = inner
+            .state
+            .read()
+            .parts
+            .days
+            .get(&day)
+            .map(|d| d.raw.clone())
+            .unwrap_or_default();
         let mut levels: BTreeMap<u32, Vec<Arc<RawFile>>> = BTreeMap::new();
         for f in files {
             levels.entry(level(f.samples)).or_default().push(f);
         }
-        let Some(mut pick) = levels.into_values().find(|fs| fs.len() >= FAN_IN) else { return Ok(()) };
+        let Some(mut pick) = levels.into_values().find(|fs| fs.len() >= FAN_IN) else {
+            return Ok(());
+        };
         pick.sort_by_key(|f| f.seq);
         let mut total = 0;
         pick.retain(|f| {
@@ -84,11 +93,25 @@ pub(crate) fn merge(inner: &Inner, day: i64, files: &[Arc<RawFile>]) -> Result<(
         *ts = pts.iter().map(|p| p.0).collect();
         *vals = pts.iter().map(|p| p.1).collect();
     }
-    let metric_of: Vec<u32> = inner.state.read().catalog.series.iter().map(|s| s.metric).collect();
+    let metric_of: Vec<u32> = inner
+        .state
+        .read()
+        .catalog
+        .series
+        .iter()
+        .map(|s| s.metric)
+        .collect();
     let mut slices = Vec::with_capacity(series.len());
     for (s, (ts, vals)) in &series {
-        let group = *metric_of.get(*s as usize).ok_or_else(|| StoreError::Corrupt(format!("partition refers to unknown series {s}")))?;
-        slices.push(SeriesSlice { series: *s, group, ts, vals });
+        let group = *metric_of.get(*s as usize).ok_or_else(|| {
+            StoreError::Corrupt(format!("partition refers to unknown series {s}"))
+        })?;
+        slices.push(SeriesSlice {
+            series: *s,
+            group,
+            ts,
+            vals,
+        });
     }
     let seqs: Vec<u64> = files.iter().map(|f| f.seq).collect();
     let ingest: Vec<(u32, i64)> = ingest.into_iter().collect();
@@ -119,7 +142,9 @@ pub(crate) fn delete_files(root: &std::path::Path, day: i64, seqs: &[u64]) {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => warn!(%error, path = %p.display(), "could not delete a compacted file"),
+                Err(error) => {
+                    warn!(%error, path = %p.display(), "could not delete a compacted file")
+                }
             }
         }
     }

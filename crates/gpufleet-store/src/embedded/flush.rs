@@ -44,8 +44,14 @@ impl Maintenance {
         let thread = std::thread::Builder::new()
             .name("gpufleet-store-maint".into())
             .spawn(move || run(&inner, &rx))
-            .map_err(|source| StoreError::Io { path: "maintenance thread".into(), source })?;
-        Ok(Maintenance { tx, thread: parking_lot::Mutex::new(Some(thread)) })
+            .map_err(|source| StoreError::Io {
+                path: "maintenance thread".into(),
+                source,
+            })?;
+        Ok(Maintenance {
+            tx,
+            thread: parking_lot::Mutex::new(Some(thread)),
+        })
     }
 
     /// Asks for a flush check soon.
@@ -63,7 +69,9 @@ impl Maintenance {
     /// Applies retention and waits for it.
     pub(crate) async fn retention(&self, now_ms: i64) -> Result<RetentionReport, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Retention(now_ms, tx)).map_err(|_| stopped())?;
+        self.tx
+            .send(Job::Retention(now_ms, tx))
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -83,7 +91,8 @@ fn stopped() -> StoreError {
 }
 
 fn run(inner: &Arc<Inner>, rx: &mpsc::Receiver<Job>) {
-    let tick = (inner.cfg.head_max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let tick =
+        (inner.cfg.head_max_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         match rx.recv_timeout(tick) {
             Ok(Job::Flush(reply)) => {
@@ -108,7 +117,10 @@ fn flush_due(inner: &Inner) -> bool {
     let st = inner.state.read();
     st.frozen.is_some()
         || st.head.samples() >= inner.cfg.head_max_samples
-        || st.head.since().is_some_and(|t| t.elapsed() >= inner.cfg.head_max_age)
+        || st
+            .head
+            .since()
+            .is_some_and(|t| t.elapsed() >= inner.cfg.head_max_age)
 }
 
 /// Flushes a frozen head left by a failed flush, then the current head.
@@ -139,7 +151,13 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
         let groups: Vec<u32> = st.catalog.series.iter().map(|s| s.metric).collect();
         let ingest: Vec<i64> = st.catalog.gpus.iter().map(|g| g.last_ingest_ms).collect();
         let gpu_of: Vec<u32> = st.catalog.series.iter().map(|s| s.gpu).collect();
-        (frozen, rotation, st.catalog.take_pending(), (groups, gpu_of), ingest)
+        (
+            frozen,
+            rotation,
+            st.catalog.take_pending(),
+            (groups, gpu_of),
+            ingest,
+        )
     };
     if let Err(e) = inner.catalog_file.lock().append(&defs) {
         inner.state.write().catalog.restore_pending(defs);
@@ -161,7 +179,12 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
         while i < hs.len() {
             let day = day_of(hs.ts[i]);
             let j = hs.ts.partition_point(|t| *t < (day + 1) * DAY_MS);
-            days.entry(day).or_default().push(SeriesSlice { series: s, group: metric_of[s as usize], ts: &hs.ts[i..j], vals: &hs.vals[i..j] });
+            days.entry(day).or_default().push(SeriesSlice {
+                series: s,
+                group: metric_of[s as usize],
+                ts: &hs.ts[i..j],
+                vals: &hs.vals[i..j],
+            });
             i = j;
         }
     }
@@ -171,7 +194,11 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
         gpus.dedup();
         gpus.sort_unstable();
         gpus.dedup();
-        let ing: Vec<(u32, i64)> = gpus.iter().map(|g| (*g, ingest[*g as usize])).filter(|(_, t)| *t != i64::MIN).collect();
+        let ing: Vec<(u32, i64)> = gpus
+            .iter()
+            .map(|g| (*g, ingest[*g as usize]))
+            .filter(|(_, t)| *t != i64::MIN)
+            .collect();
         let seq = inner.next_seq.fetch_add(1, Ordering::AcqRel);
         written.push(write_files(inner, *day, seq, slices, &[], &ing)?);
     }
@@ -187,7 +214,11 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
         st.parts = Arc::new(parts);
         st.frozen = None;
     }
-    debug!(samples = frozen.samples(), files = written.len(), "flushed head");
+    debug!(
+        samples = frozen.samples(),
+        files = written.len(),
+        "flushed head"
+    );
     if let Some(below) = delete_below {
         super::wal::delete_segments_below(&inner.wal_dir, below)?;
     }
@@ -197,6 +228,9 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A raw file and its 1-minute and 1-hour rollup files.
+pub(crate) type FileSet = (Arc<RawFile>, Arc<RollupFile>, Arc<RollupFile>);
+
 /// Writes a raw file and its rollups for one day and opens them.
 pub(crate) fn write_files(
     inner: &Inner,
@@ -205,7 +239,7 @@ pub(crate) fn write_files(
     slices: &[SeriesSlice<'_>],
     supersedes: &[u64],
     ingest: &[(u32, i64)],
-) -> Result<(Arc<RawFile>, Arc<RollupFile>, Arc<RollupFile>), StoreError> {
+) -> Result<FileSet, StoreError> {
     let root = &inner.cfg.data_dir;
     let raw_path = file_path(root, FileKind::Raw, day, seq);
     write_atomic(&raw_path, &partition::encode(slices, supersedes, ingest)?)?;
@@ -224,8 +258,14 @@ pub(crate) fn write_rollups(
 ) -> Result<(Arc<RollupFile>, Arc<RollupFile>), StoreError> {
     let mut out = Vec::with_capacity(2);
     for (kind, res) in [(FileKind::Min, RES_1M), (FileKind::Hour, RES_1H)] {
-        let rows: Vec<rollup::RollSeries> =
-            slices.iter().map(|s| rollup::RollSeries { series: s.series, group: s.group, rows: rollup::rows_of(s.ts, s.vals, res) }).collect();
+        let rows: Vec<rollup::RollSeries> = slices
+            .iter()
+            .map(|s| rollup::RollSeries {
+                series: s.series,
+                group: s.group,
+                rows: rollup::rows_of(s.ts, s.vals, res),
+            })
+            .collect();
         let path = file_path(root, kind, day, seq);
         write_atomic(&path, &rollup::encode(res, &rows, supersedes)?)?;
         out.push(Arc::new(RollupFile::open(&path, seq, res)?));
@@ -234,6 +274,8 @@ pub(crate) fn write_rollups(
     let m = out.pop();
     match (m, h) {
         (Some(m), Some(h)) => Ok((m, h)),
-        _ => Err(StoreError::Corrupt("rollup files missing after write".into())),
+        _ => Err(StoreError::Corrupt(
+            "rollup files missing after write".into(),
+        )),
     }
 }

@@ -94,12 +94,18 @@ impl Head {
 
     /// The points of a series, if any.
     pub(crate) fn get(&self, series: u32) -> Option<&HeadSeries> {
-        self.series.get(series as usize).filter(|s| !s.ts.is_empty())
+        self.series
+            .get(series as usize)
+            .filter(|s| !s.ts.is_empty())
     }
 
     /// Series ids with points, ascending, with their points.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &HeadSeries)> {
-        self.series.iter().enumerate().filter(|(_, s)| !s.ts.is_empty()).map(|(i, s)| (i as u32, s))
+        self.series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.ts.is_empty())
+            .map(|(i, s)| (i as u32, s))
     }
 
     /// Samples held.

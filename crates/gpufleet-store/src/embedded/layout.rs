@@ -82,12 +82,17 @@ impl FileKind {
 
 /// Path of a data file.
 pub(crate) fn file_path(root: &Path, kind: FileKind, day: i64, seq: u64) -> PathBuf {
-    root.join(kind.dir()).join(day_name(day)).join(format!("{seq:012}.{}", kind.ext()))
+    root.join(kind.dir())
+        .join(day_name(day))
+        .join(format!("{seq:012}.{}", kind.ext()))
 }
 
 /// Maps an I/O error to [`StoreError::Io`] for `path`.
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Starts a data file buffer: magic and pco header.
@@ -112,7 +117,9 @@ pub(crate) fn end_file(out: &mut Vec<u8>, index: &[u8], magic: &[u8; 4]) {
 
 /// Writes `bytes` to `path` via a synced temporary file and a rename (the commit point).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().ok_or_else(|| StoreError::Corrupt(format!("{} has no parent", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| StoreError::Corrupt(format!("{} has no parent", path.display())))?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
@@ -123,7 +130,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> 
 }
 
 /// Reads `len` bytes at `off`.
-pub(crate) fn read_at(file: &File, path: &Path, off: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn read_at(
+    file: &File,
+    path: &Path,
+    off: u64,
+    len: usize,
+) -> Result<Vec<u8>, StoreError> {
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, off).map_err(io(path))?;
     Ok(buf)
@@ -158,7 +170,10 @@ pub(crate) fn open_file(path: &Path, magic: &[u8; 4]) -> Result<Opened, StoreErr
     let off = u64::from_le_bytes(b8);
     let ilen = u64::from(u32::from_le_bytes([foot[8], foot[9], foot[10], foot[11]]));
     let crc = u32::from_le_bytes([foot[12], foot[13], foot[14], foot[15]]);
-    if off.checked_add(ilen).is_none_or(|e| e > len - FOOTER as u64) {
+    if off
+        .checked_add(ilen)
+        .is_none_or(|e| e > len - FOOTER as u64)
+    {
         return Err(bad("index out of bounds"));
     }
     let index = read_at(&file, path, off, ilen as usize)?;
@@ -171,7 +186,12 @@ pub(crate) fn open_file(path: &Path, magic: &[u8; 4]) -> Result<Opened, StoreErr
     }
     let hdr = read_at(&file, path, 5, head[4] as usize)?;
     let pco = pcol::read_file_header(&hdr)?;
-    Ok(Opened { file, len, pco, index })
+    Ok(Opened {
+        file,
+        len,
+        pco,
+        index,
+    })
 }
 
 #[cfg(test)]

@@ -37,8 +37,8 @@ mod state;
 mod wal;
 
 use crate::{
-    AggregateQuery, AggregateRow, GpuInfo, MetricStore, RangeQuery, RangeResult, RetentionReport, SeriesFilter, StoreConfig, StoreError, StoreStats,
-    WriteReport,
+    AggregateQuery, AggregateRow, GpuInfo, MetricStore, RangeQuery, RangeResult, RetentionReport,
+    SeriesFilter, StoreConfig, StoreError, StoreStats, WriteReport,
 };
 use async_trait::async_trait;
 use catalog::CatalogFile;
@@ -80,7 +80,9 @@ pub struct EmbeddedStore {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("data_dir", &self.inner.cfg.data_dir).finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore")
+            .field("data_dir", &self.inner.cfg.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,7 +128,11 @@ impl MetricStore for EmbeddedStore {
             }
             let (report, record) = st.ingest(batch, ingest_ms)?;
             let reply = record.map(|r| self.inner.wal.append(r));
-            (report, reply, st.head.samples() >= self.inner.cfg.head_max_samples)
+            (
+                report,
+                reply,
+                st.head.samples() >= self.inner.cfg.head_max_samples,
+            )
         };
         if full && !self.inner.flush_requested.swap(true, Ordering::AcqRel) {
             self.maint.kick();

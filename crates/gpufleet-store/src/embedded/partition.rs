@@ -60,7 +60,11 @@ impl Entry {
 }
 
 /// Encodes a raw file. `series` must be sorted by id.
-pub(crate) fn encode(series: &[SeriesSlice<'_>], supersedes: &[u64], ingest: &[(u32, i64)]) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(
+    series: &[SeriesSlice<'_>],
+    supersedes: &[u64],
+    ingest: &[(u32, i64)],
+) -> Result<Vec<u8>, StoreError> {
     let mut out = begin_file(MAGIC)?;
     // Distinct timestamp vectors.
     let mut ts_ids: FxHashMap<&[i64], u32> = FxHashMap::default();
@@ -86,7 +90,10 @@ pub(crate) fn encode(series: &[SeriesSlice<'_>], supersedes: &[u64], ingest: &[(
     let mut val_loc = vec![(0u32, 0u64, 0u32); series.len()];
     let mut group_ws = Vec::with_capacity(groups.len());
     for (gi, members) in groups.values().enumerate() {
-        let vals: Vec<f64> = members.iter().flat_map(|&i| series[i].vals.iter().copied()).collect();
+        let vals: Vec<f64> = members
+            .iter()
+            .flat_map(|&i| series[i].vals.iter().copied())
+            .collect();
         let sizes: Vec<usize> = members.iter().map(|&i| series[i].vals.len()).collect();
         let w = write_chunk(&mut out, Data::F64(&vals), &sizes)?;
         let mut off = w.meta_off + u64::from(w.meta_len);
@@ -101,14 +108,30 @@ pub(crate) fn encode(series: &[SeriesSlice<'_>], supersedes: &[u64], ingest: &[(
     put_varint(&mut ix, supersedes.len() as u64);
     supersedes.iter().for_each(|s| put_varint(&mut ix, *s));
     put_varint(&mut ix, ingest.len() as u64);
-    put_i64s(&mut ix, &ingest.iter().map(|(g, _)| i64::from(*g)).collect::<Vec<_>>())?;
+    put_i64s(
+        &mut ix,
+        &ingest
+            .iter()
+            .map(|(g, _)| i64::from(*g))
+            .collect::<Vec<_>>(),
+    )?;
     put_i64s(&mut ix, &ingest.iter().map(|(_, t)| *t).collect::<Vec<_>>())?;
     ix.push(ts_w.kind.tag());
     put_varint(&mut ix, ts_w.meta_off);
     put_varint(&mut ix, u64::from(ts_w.meta_len));
     put_varint(&mut ix, ts_sizes.len() as u64);
-    put_i64s(&mut ix, &ts_w.page_lens.iter().map(|l| i64::from(*l)).collect::<Vec<_>>())?;
-    put_i64s(&mut ix, &ts_sizes.iter().map(|n| *n as i64).collect::<Vec<_>>())?;
+    put_i64s(
+        &mut ix,
+        &ts_w
+            .page_lens
+            .iter()
+            .map(|l| i64::from(*l))
+            .collect::<Vec<_>>(),
+    )?;
+    put_i64s(
+        &mut ix,
+        &ts_sizes.iter().map(|n| *n as i64).collect::<Vec<_>>(),
+    )?;
     put_varint(&mut ix, group_ws.len() as u64);
     for w in &group_ws {
         ix.push(w.kind.tag());
@@ -174,7 +197,11 @@ impl RawFile {
         let n = r.n_items()?;
         let g = get_i64s(&mut r, n)?;
         let t = get_i64s(&mut r, n)?;
-        let ingest = g.iter().zip(&t).map(|(g, t)| Ok((to_u32(*g, "gpu id")?, *t))).collect::<Result<Vec<_>, StoreError>>()?;
+        let ingest = g
+            .iter()
+            .zip(&t)
+            .map(|(g, t)| Ok((to_u32(*g, "gpu id")?, *t)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let ts_kind = Kind::from_tag(r.u8()?)?;
         let ts_meta_off = r.varint()?;
         let ts_meta_len = r.varint()?;
@@ -183,7 +210,10 @@ impl RawFile {
         let ts_counts = get_i64s(&mut r, n_ts)?;
         let meta = |off: u64, len: u64| -> Result<Vec<u8>, StoreError> {
             if off.saturating_add(len) > o.len {
-                return Err(StoreError::Corrupt(format!("{}: chunk out of bounds", path.display())));
+                return Err(StoreError::Corrupt(format!(
+                    "{}: chunk out of bounds",
+                    path.display()
+                )));
             }
             read_at(&o.file, path, off, len as usize)
         };
@@ -191,7 +221,11 @@ impl RawFile {
         let mut off = ts_meta_off + ts_meta_len;
         let mut ts_pages = Vec::with_capacity(n_ts);
         for (len, cnt) in ts_lens.iter().zip(&ts_counts) {
-            ts_pages.push((off, to_u32(*len, "page length")?, to_u32(*cnt, "page count")?));
+            ts_pages.push((
+                off,
+                to_u32(*len, "page length")?,
+                to_u32(*cnt, "page count")?,
+            ));
             off += *len as u64;
         }
         let n_groups = r.count(3)?;
@@ -221,26 +255,65 @@ impl RawFile {
         for i in 0..n {
             let ts_page = to_u32(tsp[i], "timestamp page")?;
             let group = to_u32(grp[i], "group")?;
-            let count = ts_pages.get(ts_page as usize).ok_or_else(|| StoreError::Corrupt("timestamp page out of range".into()))?.2;
-            let start = group_starts.get_mut(group as usize).ok_or_else(|| StoreError::Corrupt("group out of range".into()))?;
+            let count = ts_pages
+                .get(ts_page as usize)
+                .ok_or_else(|| StoreError::Corrupt("timestamp page out of range".into()))?
+                .2;
+            let start = group_starts
+                .get_mut(group as usize)
+                .ok_or_else(|| StoreError::Corrupt("group out of range".into()))?;
             let val_len = to_u32(vlen[i], "page length")?;
             let val_off = *start;
             *start += u64::from(val_len);
-            let sum = ExactSum::unpack(sum_t[i], sum_a[i], sum_b[i]).ok_or_else(|| StoreError::Corrupt("bad sum tag".into()))?;
-            let acc = Acc { count: u64::from(count), min: min[i], max: max[i], sum, last_ts: max_ts[i], last: last[i] };
+            let sum = ExactSum::unpack(sum_t[i], sum_a[i], sum_b[i])
+                .ok_or_else(|| StoreError::Corrupt("bad sum tag".into()))?;
+            let acc = Acc {
+                count: u64::from(count),
+                min: min[i],
+                max: max[i],
+                sum,
+                last_ts: max_ts[i],
+                last: last[i],
+            };
             samples += u64::from(count);
-            entries.push(Entry { series: to_u32(series[i], "series id")?, ts_page, group, val_off, val_len, min_ts: min_ts[i], acc });
+            entries.push(Entry {
+                series: to_u32(series[i], "series id")?,
+                ts_page,
+                group,
+                val_off,
+                val_len,
+                min_ts: min_ts[i],
+                acc,
+            });
         }
         entries.sort_unstable_by_key(|e| e.series);
         if entries.windows(2).any(|w| w[0].series >= w[1].series) {
-            return Err(StoreError::Corrupt(format!("{}: index not sorted", path.display())));
+            return Err(StoreError::Corrupt(format!(
+                "{}: index not sorted",
+                path.display()
+            )));
         }
-        Ok(RawFile { seq, day, path: path.to_path_buf(), file: o.file, ts_chunk, ts_pages, groups, entries, supersedes, ingest, samples })
+        Ok(RawFile {
+            seq,
+            day,
+            path: path.to_path_buf(),
+            file: o.file,
+            ts_chunk,
+            ts_pages,
+            groups,
+            entries,
+            supersedes,
+            ingest,
+            samples,
+        })
     }
 
     /// The entry of a series.
     pub(crate) fn entry(&self, series: u32) -> Option<&Entry> {
-        self.entries.binary_search_by_key(&series, |e| e.series).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by_key(&series, |e| e.series)
+            .ok()
+            .map(|i| &self.entries[i])
     }
 
     /// Timestamps of an entry.
@@ -272,9 +345,24 @@ mod tests {
         let c_ts = vec![5, 6];
         let c = vec![f64::NAN, 1.0];
         let series = [
-            SeriesSlice { series: 1, group: 0, ts: &ts, vals: &a },
-            SeriesSlice { series: 4, group: 1, ts: &ts, vals: &b },
-            SeriesSlice { series: 9, group: 0, ts: &c_ts, vals: &c },
+            SeriesSlice {
+                series: 1,
+                group: 0,
+                ts: &ts,
+                vals: &a,
+            },
+            SeriesSlice {
+                series: 4,
+                group: 1,
+                ts: &ts,
+                vals: &b,
+            },
+            SeriesSlice {
+                series: 9,
+                group: 0,
+                ts: &c_ts,
+                vals: &c,
+            },
         ];
         let bytes = encode(&series, &[3, 4], &[(2, 77)]).unwrap();
         let path = dir.path().join("1.part");
@@ -283,12 +371,19 @@ mod tests {
         assert_eq!(f.supersedes, vec![3, 4]);
         assert_eq!(f.ingest, vec![(2, 77)]);
         assert_eq!(f.samples, 602);
-        assert_eq!(f.ts_pages.len(), 2, "identical timestamp vectors are stored once");
+        assert_eq!(
+            f.ts_pages.len(),
+            2,
+            "identical timestamp vectors are stored once"
+        );
         for s in &series {
             let e = f.entry(s.series).unwrap();
             let (t, v) = f.read(e).unwrap();
             assert_eq!(t, s.ts);
-            assert_eq!(v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), s.vals.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            assert_eq!(
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                s.vals.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
             assert_eq!(e.acc.count, s.ts.len() as u64);
             assert_eq!(e.min_ts, s.ts[0]);
         }
@@ -302,11 +397,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ts = vec![1, 2];
         let v = vec![1.0, 2.0];
-        let mut bytes = encode(&[SeriesSlice { series: 0, group: 0, ts: &ts, vals: &v }], &[], &[]).unwrap();
+        let mut bytes = encode(
+            &[SeriesSlice {
+                series: 0,
+                group: 0,
+                ts: &ts,
+                vals: &v,
+            }],
+            &[],
+            &[],
+        )
+        .unwrap();
         let n = bytes.len();
         bytes[n - 30] ^= 0x55;
         let path = dir.path().join("1.part");
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(RawFile::open(&path, 1, 0), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            RawFile::open(&path, 1, 0),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

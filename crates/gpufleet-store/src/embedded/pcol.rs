@@ -34,7 +34,9 @@ pub(crate) fn to_decimal(vals: &[f64]) -> Option<(Vec<i64>, u8)> {
         }
         let (m, vk) = decimal(v)?;
         if vk <= k {
-            let m = m.checked_mul(POW10_I[(k - vk) as usize]).filter(|m| m.abs() < MAX_MANTISSA)?;
+            let m = m
+                .checked_mul(POW10_I[(k - vk) as usize])
+                .filter(|m| m.abs() < MAX_MANTISSA)?;
             if !is_decimal_of(v, m, k) {
                 return None;
             }
@@ -58,7 +60,8 @@ pub(crate) fn put_i64s(out: &mut Vec<u8>, vals: &[i64]) -> Result<(), StoreError
         put_bytes(out, &[]);
         return Ok(());
     }
-    let c = simple_compress(vals, &ChunkConfig::default()).map_err(|e| pco_err("compressing an index column", e))?;
+    let c = simple_compress(vals, &ChunkConfig::default())
+        .map_err(|e| pco_err("compressing an index column", e))?;
     put_bytes(out, &c);
     Ok(())
 }
@@ -71,7 +74,10 @@ pub(crate) fn get_i64s(r: &mut Reader<'_>, n: usize) -> Result<Vec<i64>, StoreEr
     }
     let v: Vec<i64> = simple_decompress(b).map_err(|e| pco_err("index column", e))?;
     if v.len() != n {
-        return Err(StoreError::Corrupt(format!("index column holds {} values, expected {n}", v.len())));
+        return Err(StoreError::Corrupt(format!(
+            "index column holds {} values, expected {n}",
+            v.len()
+        )));
     }
     Ok(v)
 }
@@ -83,7 +89,8 @@ pub(crate) fn put_f64s(out: &mut Vec<u8>, vals: &[f64]) -> Result<(), StoreError
         return put_i64s(out, &m);
     }
     out.push(TAG_F64);
-    let c = simple_compress(vals, &ChunkConfig::default()).map_err(|e| pco_err("compressing an index column", e))?;
+    let c = simple_compress(vals, &ChunkConfig::default())
+        .map_err(|e| pco_err("compressing an index column", e))?;
     put_bytes(out, &c);
     Ok(())
 }
@@ -98,7 +105,10 @@ pub(crate) fn get_f64s(r: &mut Reader<'_>, n: usize) -> Result<Vec<f64>, StoreEr
         }
         let v: Vec<f64> = simple_decompress(b).map_err(|e| pco_err("index column", e))?;
         if v.len() != n {
-            return Err(StoreError::Corrupt(format!("index column holds {} values, expected {n}", v.len())));
+            return Err(StoreError::Corrupt(format!(
+                "index column holds {} values, expected {n}",
+                v.len()
+            )));
         }
         return Ok(v);
     }
@@ -163,16 +173,24 @@ pub(crate) struct Written {
 
 /// The pco file header every data file carries once.
 pub(crate) fn file_header() -> Result<Vec<u8>, StoreError> {
-    FileCompressor::default().write_header(Vec::new()).map_err(|e| pco_err("pco header", e))
+    FileCompressor::default()
+        .write_header(Vec::new())
+        .map_err(|e| pco_err("pco header", e))
 }
 
 /// Parses the header written by [`file_header`].
 pub(crate) fn read_file_header(b: &[u8]) -> Result<FileDecompressor, StoreError> {
-    Ok(FileDecompressor::new(b).map_err(|e| pco_err("pco header", e))?.0)
+    Ok(FileDecompressor::new(b)
+        .map_err(|e| pco_err("pco header", e))?
+        .0)
 }
 
 /// Appends one chunk of `data` split into pages of the given (non-zero) sizes.
-pub(crate) fn write_chunk(out: &mut Vec<u8>, data: Data<'_>, pages: &[usize]) -> Result<Written, StoreError> {
+pub(crate) fn write_chunk(
+    out: &mut Vec<u8>,
+    data: Data<'_>,
+    pages: &[usize],
+) -> Result<Written, StoreError> {
     let cfg = ChunkConfig::default().with_paging_spec(PagingSpec::Exact(pages.to_vec()));
     let fc = FileCompressor::default();
     let (kind, cc) = match data {
@@ -184,15 +202,22 @@ pub(crate) fn write_chunk(out: &mut Vec<u8>, data: Data<'_>, pages: &[usize]) ->
     };
     let mut cc = cc.map_err(|e| pco_err("compressing a chunk", e))?;
     let meta_off = out.len() as u64;
-    cc.write_meta(&mut *out).map_err(|e| pco_err("writing chunk metadata", e))?;
+    cc.write_meta(&mut *out)
+        .map_err(|e| pco_err("writing chunk metadata", e))?;
     let meta_len = (out.len() as u64 - meta_off) as u32;
     let mut page_lens = Vec::with_capacity(pages.len());
     for i in 0..pages.len() {
         let before = out.len();
-        cc.write_page(i, &mut *out).map_err(|e| pco_err("writing a page", e))?;
+        cc.write_page(i, &mut *out)
+            .map_err(|e| pco_err("writing a page", e))?;
         page_lens.push((out.len() - before) as u32);
     }
-    Ok(Written { kind, meta_off, meta_len, page_lens })
+    Ok(Written {
+        kind,
+        meta_off,
+        meta_len,
+        page_lens,
+    })
 }
 
 /// A chunk's decoded metadata, kept in memory so a page decodes with one read.
@@ -206,7 +231,9 @@ pub(crate) enum ChunkReader {
 
 fn decode_i64(cd: &ChunkDecompressor<i64>, page: &[u8], n: usize) -> Result<Vec<i64>, StoreError> {
     let mut scratch = DecompressorScratch::default();
-    let mut pd = cd.page_decompressor_with_scratch(page, n, &mut scratch).map_err(|e| pco_err("page", e))?;
+    let mut pd = cd
+        .page_decompressor_with_scratch(page, n, &mut scratch)
+        .map_err(|e| pco_err("page", e))?;
     let mut out = vec![0i64; n];
     pd.read(&mut out).map_err(|e| pco_err("page", e))?;
     Ok(out)
@@ -214,7 +241,9 @@ fn decode_i64(cd: &ChunkDecompressor<i64>, page: &[u8], n: usize) -> Result<Vec<
 
 fn decode_f64(cd: &ChunkDecompressor<f64>, page: &[u8], n: usize) -> Result<Vec<f64>, StoreError> {
     let mut scratch = DecompressorScratch::default();
-    let mut pd = cd.page_decompressor_with_scratch(page, n, &mut scratch).map_err(|e| pco_err("page", e))?;
+    let mut pd = cd
+        .page_decompressor_with_scratch(page, n, &mut scratch)
+        .map_err(|e| pco_err("page", e))?;
     let mut out = vec![0f64; n];
     pd.read(&mut out).map_err(|e| pco_err("page", e))?;
     Ok(out)
@@ -224,8 +253,17 @@ impl ChunkReader {
     /// Parses chunk metadata.
     pub(crate) fn open(fd: &FileDecompressor, kind: Kind, meta: &[u8]) -> Result<Self, StoreError> {
         Ok(match kind {
-            Kind::I64 | Kind::Dec(_) => ChunkReader::Int(fd.chunk_decompressor(meta).map_err(|e| pco_err("chunk metadata", e))?.0, kind),
-            Kind::F64 => ChunkReader::Float(fd.chunk_decompressor(meta).map_err(|e| pco_err("chunk metadata", e))?.0),
+            Kind::I64 | Kind::Dec(_) => ChunkReader::Int(
+                fd.chunk_decompressor(meta)
+                    .map_err(|e| pco_err("chunk metadata", e))?
+                    .0,
+                kind,
+            ),
+            Kind::F64 => ChunkReader::Float(
+                fd.chunk_decompressor(meta)
+                    .map_err(|e| pco_err("chunk metadata", e))?
+                    .0,
+            ),
         })
     }
 
@@ -233,7 +271,9 @@ impl ChunkReader {
     pub(crate) fn read_i64(&self, page: &[u8], n: usize) -> Result<Vec<i64>, StoreError> {
         match self {
             ChunkReader::Int(cd, _) => decode_i64(cd, page, n),
-            ChunkReader::Float(_) => Err(StoreError::Corrupt("float chunk where integers were expected".into())),
+            ChunkReader::Float(_) => Err(StoreError::Corrupt(
+                "float chunk where integers were expected".into(),
+            )),
         }
     }
 
@@ -242,9 +282,15 @@ impl ChunkReader {
         match self {
             ChunkReader::Int(cd, Kind::Dec(k)) => {
                 let p = POW10[*k as usize];
-                Ok(decode_i64(cd, page, n)?.into_iter().map(|m| m as f64 / p).collect())
+                Ok(decode_i64(cd, page, n)?
+                    .into_iter()
+                    .map(|m| m as f64 / p)
+                    .collect())
             }
-            ChunkReader::Int(cd, _) => Ok(decode_i64(cd, page, n)?.into_iter().map(|m| m as f64).collect()),
+            ChunkReader::Int(cd, _) => Ok(decode_i64(cd, page, n)?
+                .into_iter()
+                .map(|m| m as f64)
+                .collect()),
             ChunkReader::Float(cd) => decode_f64(cd, page, n),
         }
     }

@@ -11,10 +11,14 @@
 
 use super::agg::Acc;
 use super::head::Head;
+use super::layout::{MAX_TS, MIN_TS};
 use super::rollup::{RES_1H, RES_1M};
 use super::state::{Partitions, State};
 use super::Inner;
-use crate::{AggregateQuery, AggregateRow, Cursor, GpuInfo, RangeQuery, RangeResult, SeriesFilter, SeriesPoints, StoreError, StoreStats};
+use crate::{
+    AggregateQuery, AggregateRow, Cursor, GpuInfo, RangeQuery, RangeResult, SeriesFilter,
+    SeriesPoints, StoreError, StoreStats,
+};
 use gpufleet_core::{GpuDesc, MetricName, SeriesKey};
 use std::{collections::BTreeMap, path::Path};
 
@@ -25,7 +29,12 @@ fn head_points(st: &State, series: u32, a: i64, b: i64) -> Vec<(i64, f64)> {
     for h in heads.into_iter().flatten() {
         if let Some(hs) = h.get(series) {
             let r = hs.range(a, b);
-            out.extend(hs.ts[r.clone()].iter().copied().zip(hs.vals[r].iter().copied()));
+            out.extend(
+                hs.ts[r.clone()]
+                    .iter()
+                    .copied()
+                    .zip(hs.vals[r].iter().copied()),
+            );
         }
     }
     out.sort_unstable_by_key(|p| p.0);
@@ -33,7 +42,12 @@ fn head_points(st: &State, series: u32, a: i64, b: i64) -> Vec<(i64, f64)> {
 }
 
 /// Points of `series` in `[a, b)` from the raw files, time-ordered.
-fn file_points(parts: &Partitions, series: u32, a: i64, b: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+fn file_points(
+    parts: &Partitions,
+    series: u32,
+    a: i64,
+    b: i64,
+) -> Result<Vec<(i64, f64)>, StoreError> {
     let mut out = Vec::new();
     if a >= b {
         return Ok(out);
@@ -78,7 +92,14 @@ fn merge_sorted(a: Vec<(i64, f64)>, b: Vec<(i64, f64)>) -> Vec<(i64, f64)> {
 }
 
 /// Buckets of `series` over `[a, b)`; `head` holds its head points in that range.
-fn buckets(parts: &Partitions, series: u32, a: i64, b: i64, step: i64, head: &[(i64, f64)]) -> Result<BTreeMap<i64, Acc>, StoreError> {
+fn buckets(
+    parts: &Partitions,
+    series: u32,
+    a: i64,
+    b: i64,
+    step: i64,
+    head: &[(i64, f64)],
+) -> Result<BTreeMap<i64, Acc>, StoreError> {
     let mut out: BTreeMap<i64, Acc> = BTreeMap::new();
     let mut push = |t: i64, v: f64| out.entry(t.div_euclid(step) * step).or_default().push(t, v);
     head.iter().for_each(|(t, v)| push(*t, *v));
@@ -91,21 +112,31 @@ fn buckets(parts: &Partitions, series: u32, a: i64, b: i64, step: i64, head: &[(
     };
     // Whole buckets inside the range come from rollups, the rest from raw points.
     let (ra, rb) = match res {
-        Some(_) => (a.div_euclid(step) * step + if a.rem_euclid(step) == 0 { 0 } else { step }, b.div_euclid(step) * step),
+        Some(_) => (
+            a.div_euclid(step) * step + if a.rem_euclid(step) == 0 { 0 } else { step },
+            b.div_euclid(step) * step,
+        ),
         None => (b, b),
     };
     if ra >= rb {
-        file_points(parts, series, a, b)?.into_iter().for_each(|(t, v)| push(t, v));
+        file_points(parts, series, a, b)?
+            .into_iter()
+            .for_each(|(t, v)| push(t, v));
         return Ok(out);
     }
-    file_points(parts, series, a, ra)?.into_iter().chain(file_points(parts, series, rb, b)?).for_each(|(t, v)| push(t, v));
+    file_points(parts, series, a, ra)?
+        .into_iter()
+        .chain(file_points(parts, series, rb, b)?)
+        .for_each(|(t, v)| push(t, v));
     let res = res.unwrap_or(RES_1M);
     let (da, db) = (super::layout::day_of(ra), super::layout::day_of(rb - 1));
     for (_, d) in parts.days.range(da..=db) {
         let files = if res == RES_1H { &d.r1h } else { &d.r1m };
         for f in files {
             for row in f.rows(series, ra, rb)? {
-                out.entry(row.bucket.div_euclid(step) * step).or_default().merge(&row.acc);
+                out.entry(row.bucket.div_euclid(step) * step)
+                    .or_default()
+                    .merge(&row.acc);
             }
         }
     }
@@ -126,15 +157,24 @@ pub(crate) fn range(inner: &Inner, q: &RangeQuery) -> Result<RangeResult, StoreE
     }
     if let Some(step) = q.step_ms {
         if step <= 0 {
-            return Err(StoreError::InvalidQuery(format!("step must be positive, got {step} ms")));
+            return Err(StoreError::InvalidQuery(format!(
+                "step must be positive, got {step} ms"
+            )));
         }
     }
     let mut result = RangeResult::default();
+    // No sample lies outside [MIN_TS, MAX_TS); clamping keeps bucket arithmetic from overflowing.
+    let (q_start, q_end) = (q.start_ms.max(MIN_TS), q.end_ms.min(MAX_TS));
     let (selected, parts) = {
         let st = inner.state.read();
         let cat = &st.catalog;
         let mut sel: Vec<(MetricName, SeriesKey, u32)> = Vec::new();
-        for g in cat.by_uuid.get(&q.uuid).map(|v| v.as_slice()).unwrap_or_default() {
+        for g in cat
+            .by_uuid
+            .get(&q.uuid)
+            .map(|v| v.as_slice())
+            .unwrap_or_default()
+        {
             let gpu = &cat.gpus[*g as usize];
             if q.host.as_ref().is_some_and(|h| *h != gpu.desc.host) {
                 continue;
@@ -149,7 +189,7 @@ pub(crate) fn range(inner: &Inner, q: &RangeQuery) -> Result<RangeResult, StoreE
         sel.sort_by(|a, b| (&a.0, &a.1.host).cmp(&(&b.0, &b.1.host)));
         let mut out = Vec::with_capacity(sel.len());
         for (metric, key, id) in sel {
-            let mut start = q.start_ms;
+            let mut start = q_start;
             if let Some(c) = &q.cursor {
                 if metric < c.metric {
                     continue;
@@ -158,19 +198,27 @@ pub(crate) fn range(inner: &Inner, q: &RangeQuery) -> Result<RangeResult, StoreE
                     start = start.max(c.ts_ms.saturating_add(q.step_ms.unwrap_or(1)));
                 }
             }
-            if start >= q.end_ms {
+            if start >= q_end {
                 continue;
             }
-            let head = head_points(&st, id, start, q.end_ms);
-            out.push(Selected { key, id, start, head });
+            let head = head_points(&st, id, start, q_end);
+            out.push(Selected {
+                key,
+                id,
+                start,
+                head,
+            });
         }
         (out, st.parts.clone())
     };
     let mut room = q.limit;
     for s in selected {
         let mut points: Vec<(i64, f64)> = match q.step_ms {
-            None => merge_sorted(file_points(&parts, s.id, s.start, q.end_ms)?, s.head),
-            Some(step) => buckets(&parts, s.id, s.start, q.end_ms, step, &s.head)?.into_iter().map(|(b, acc)| (b, acc.value(q.agg))).collect(),
+            None => merge_sorted(file_points(&parts, s.id, s.start, q_end)?, s.head),
+            Some(step) => buckets(&parts, s.id, s.start, q_end, step, &s.head)?
+                .into_iter()
+                .map(|(b, acc)| (b, acc.value(q.agg)))
+                .collect(),
         };
         if points.is_empty() {
             continue;
@@ -180,7 +228,10 @@ pub(crate) fn range(inner: &Inner, q: &RangeQuery) -> Result<RangeResult, StoreE
         room -= points.len();
         if full {
             let last = points.last().map_or(s.start, |p| p.0);
-            result.next_cursor = Some(Cursor { metric: s.key.metric.clone(), ts_ms: last });
+            result.next_cursor = Some(Cursor {
+                metric: s.key.metric.clone(),
+                ts_ms: last,
+            });
             result.series.push(SeriesPoints { key: s.key, points });
             break;
         }
@@ -190,25 +241,33 @@ pub(crate) fn range(inner: &Inner, q: &RangeQuery) -> Result<RangeResult, StoreE
 }
 
 /// Answers an [`AggregateQuery`].
-pub(crate) fn aggregate(inner: &Inner, q: &AggregateQuery) -> Result<Vec<AggregateRow>, StoreError> {
-    if q.start_ms >= q.end_ms {
+pub(crate) fn aggregate(
+    inner: &Inner,
+    q: &AggregateQuery,
+) -> Result<Vec<AggregateRow>, StoreError> {
+    let (start, end) = (q.start_ms.max(MIN_TS), q.end_ms.min(MAX_TS));
+    if start >= end {
         return Ok(Vec::new());
     }
     let (work, parts) = {
         let st = inner.state.read();
         let cat = &st.catalog;
-        let Some(m) = cat.metric_id(&q.metric) else { return Ok(Vec::new()) };
+        let Some(m) = cat.metric_id(&q.metric) else {
+            return Ok(Vec::new());
+        };
         let mut work = Vec::new();
         for g in &cat.gpus {
             if q.host.as_ref().is_some_and(|h| *h != g.desc.host) {
                 continue;
             }
-            let Some(&(_, s)) = g.series.iter().find(|(gm, _)| *gm == m) else { continue };
+            let Some(&(_, s)) = g.series.iter().find(|(gm, _)| *gm == m) else {
+                continue;
+            };
             let mut acc = Acc::default();
             let heads: [Option<&Head>; 2] = [Some(&st.head), st.frozen.as_deref()];
             for h in heads.into_iter().flatten() {
                 if let Some(hs) = h.get(s) {
-                    let r = hs.range(q.start_ms, q.end_ms);
+                    let r = hs.range(start, end);
                     acc.merge(&Acc::of(&hs.ts[r.clone()], &hs.vals[r]));
                 }
             }
@@ -216,25 +275,29 @@ pub(crate) fn aggregate(inner: &Inner, q: &AggregateQuery) -> Result<Vec<Aggrega
         }
         (work, st.parts.clone())
     };
-    let files: Vec<_> = parts.raw_in(q.start_ms, q.end_ms).collect();
+    let files: Vec<_> = parts.raw_in(start, end).collect();
     let mut rows = Vec::with_capacity(work.len());
     for (key, s, mut acc) in work {
         for f in &files {
             let Some(e) = f.entry(s) else { continue };
-            if e.max_ts() < q.start_ms || e.min_ts >= q.end_ms {
+            if e.max_ts() < start || e.min_ts >= end {
                 continue;
             }
-            if e.min_ts >= q.start_ms && e.max_ts() < q.end_ms {
+            if e.min_ts >= start && e.max_ts() < end {
                 acc.merge(&e.acc);
                 continue;
             }
             let (ts, vals) = f.read(e)?;
-            let lo = ts.partition_point(|t| *t < q.start_ms);
-            let hi = ts.partition_point(|t| *t < q.end_ms);
+            let lo = ts.partition_point(|t| *t < start);
+            let hi = ts.partition_point(|t| *t < end);
             acc.merge(&Acc::of(&ts[lo..hi], &vals[lo..hi]));
         }
         if acc.count > 0 {
-            rows.push(AggregateRow { key, value: acc.value(q.agg), count: acc.count });
+            rows.push(AggregateRow {
+                key,
+                value: acc.value(q.agg),
+                count: acc.count,
+            });
         }
     }
     rows.sort_by(|a, b| a.key.cmp(&b.key));
@@ -247,11 +310,17 @@ pub(crate) fn series(inner: &Inner, f: &SeriesFilter) -> Vec<(SeriesKey, GpuDesc
     let cat = &st.catalog;
     let mut out = Vec::new();
     for g in &cat.gpus {
-        if f.host.as_ref().is_some_and(|h| *h != g.desc.host) || f.uuid.as_ref().is_some_and(|u| *u != g.desc.uuid) {
+        if f.host.as_ref().is_some_and(|h| *h != g.desc.host)
+            || f.uuid.as_ref().is_some_and(|u| *u != g.desc.uuid)
+        {
             continue;
         }
         for (m, s) in &g.series {
-            if f.metric.as_ref().is_some_and(|fm| *fm != cat.metrics[*m as usize]) || cat.series[*s as usize].oldest_ts == i64::MAX {
+            if f.metric
+                .as_ref()
+                .is_some_and(|fm| *fm != cat.metrics[*m as usize])
+                || cat.series[*s as usize].oldest_ts == i64::MAX
+            {
                 continue;
             }
             out.push((cat.key(*s), g.desc.clone()));
@@ -267,7 +336,13 @@ pub(crate) fn gpus(inner: &Inner) -> Vec<GpuInfo> {
     let cat = &st.catalog;
     let mut out = Vec::new();
     for g in &cat.gpus {
-        let mut info = GpuInfo { desc: g.desc.clone(), first_seen_ms: i64::MAX, last_seen_ms: i64::MIN, last_ingest_ms: g.last_ingest_ms, latest: BTreeMap::new() };
+        let mut info = GpuInfo {
+            desc: g.desc.clone(),
+            first_seen_ms: i64::MAX,
+            last_seen_ms: i64::MIN,
+            last_ingest_ms: g.last_ingest_ms,
+            latest: BTreeMap::new(),
+        };
         for (m, s) in &g.series {
             let se = &cat.series[*s as usize];
             if se.oldest_ts == i64::MAX {
@@ -275,7 +350,10 @@ pub(crate) fn gpus(inner: &Inner) -> Vec<GpuInfo> {
             }
             info.first_seen_ms = info.first_seen_ms.min(se.oldest_ts);
             info.last_seen_ms = info.last_seen_ms.max(se.newest_ts);
-            info.latest.insert(cat.metrics[*m as usize].clone(), (se.newest_ts, se.newest_val));
+            info.latest.insert(
+                cat.metrics[*m as usize].clone(),
+                (se.newest_ts, se.newest_val),
+            );
         }
         if !info.latest.is_empty() {
             out.push(info);
@@ -311,11 +389,25 @@ pub(crate) fn stats(inner: &Inner) -> Result<StoreStats, StoreError> {
         let cat = &st.catalog;
         let frozen = st.frozen.as_ref().map_or(0, |f| f.samples());
         let head = st.head.samples() + frozen;
-        let file_samples: u64 = st.parts.days.values().flat_map(|d| d.raw.iter()).map(|f| f.samples).sum();
+        let file_samples: u64 = st
+            .parts
+            .days
+            .values()
+            .flat_map(|d| d.raw.iter())
+            .map(|f| f.samples)
+            .sum();
         let live = cat.series.iter().filter(|s| s.oldest_ts != i64::MAX);
         let oldest = live.clone().map(|s| s.oldest_ts).min();
         let newest = live.clone().map(|s| s.newest_ts).max();
-        let gpus = cat.gpus.iter().filter(|g| g.series.iter().any(|(_, s)| cat.series[*s as usize].oldest_ts != i64::MAX)).count();
+        let gpus = cat
+            .gpus
+            .iter()
+            .filter(|g| {
+                g.series
+                    .iter()
+                    .any(|(_, s)| cat.series[*s as usize].oldest_ts != i64::MAX)
+            })
+            .count();
         StoreStats {
             series: live.count() as u64,
             gpus: gpus as u64,

@@ -24,19 +24,29 @@ use std::{
 use tracing::{info, warn};
 
 /// `day → [(seq, path)]` of one kind, with `.tmp` files removed; also the largest seq seen.
-fn list_kind(root: &Path, kind: FileKind, max_seq: &mut u64) -> Result<BTreeMap<i64, Vec<(u64, PathBuf)>>, StoreError> {
+fn list_kind(
+    root: &Path,
+    kind: FileKind,
+    max_seq: &mut u64,
+) -> Result<BTreeMap<i64, Vec<(u64, PathBuf)>>, StoreError> {
     let dir = root.join(kind.dir());
     let mut out: BTreeMap<i64, Vec<(u64, PathBuf)>> = BTreeMap::new();
     for d in std::fs::read_dir(&dir).map_err(io(&dir))? {
         let d = d.map_err(io(&dir))?;
-        let Some(day) = d.file_name().to_str().and_then(parse_day) else { continue };
+        let Some(day) = d.file_name().to_str().and_then(parse_day) else {
+            continue;
+        };
         let ddir = d.path();
         for f in std::fs::read_dir(&ddir).map_err(io(&ddir))? {
             let f = f.map_err(io(&ddir))?;
             let path = f.path();
             let name = f.file_name();
-            let Some((stem, ext)) = name.to_str().and_then(|n| n.split_once('.')) else { continue };
-            let Ok(seq) = stem.parse::<u64>() else { continue };
+            let Some((stem, ext)) = name.to_str().and_then(|n| n.split_once('.')) else {
+                continue;
+            };
+            let Ok(seq) = stem.parse::<u64>() else {
+                continue;
+            };
             *max_seq = (*max_seq).max(seq);
             if ext == "tmp" {
                 std::fs::remove_file(&path).map_err(io(&path))?;
@@ -60,7 +70,12 @@ fn remove(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Keeps the files no other file supersedes, deleting the others.
-fn drop_superseded<T>(files: Vec<Arc<T>>, seq: impl Fn(&T) -> u64, sup: impl Fn(&T) -> &[u64], path: impl Fn(&T) -> &Path) -> Result<Vec<Arc<T>>, StoreError> {
+fn drop_superseded<T>(
+    files: Vec<Arc<T>>,
+    seq: impl Fn(&T) -> u64,
+    sup: impl Fn(&T) -> &[u64],
+    path: impl Fn(&T) -> &Path,
+) -> Result<Vec<Arc<T>>, StoreError> {
     let gone: BTreeSet<u64> = files.iter().flat_map(|f| sup(f).iter().copied()).collect();
     let mut keep = Vec::with_capacity(files.len());
     for f in files {
@@ -76,19 +91,29 @@ fn drop_superseded<T>(files: Vec<Arc<T>>, seq: impl Fn(&T) -> u64, sup: impl Fn(
 
 /// Opens every data file under `root`; returns them and the largest seq seen.
 /// `metric_of` maps series ids to metric ids (for rebuilding rollups).
-pub(crate) fn load_partitions(root: &Path, metric_of: &[u32]) -> Result<(Partitions, u64), StoreError> {
+pub(crate) fn load_partitions(
+    root: &Path,
+    metric_of: &[u32],
+) -> Result<(Partitions, u64), StoreError> {
     let mut max_seq = 0;
     let raw = list_kind(root, FileKind::Raw, &mut max_seq)?;
     let mins = list_kind(root, FileKind::Min, &mut max_seq)?;
     let hours = list_kind(root, FileKind::Hour, &mut max_seq)?;
     let mut parts = Partitions::default();
     for (day, files) in raw {
-        let opened = files.iter().map(|(s, p)| RawFile::open(p, *s, day).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        parts.days.entry(day).or_default().raw = drop_superseded(opened, |f| f.seq, |f| &f.supersedes, |f| &f.path)?;
+        let opened = files
+            .iter()
+            .map(|(s, p)| RawFile::open(p, *s, day).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        parts.days.entry(day).or_default().raw =
+            drop_superseded(opened, |f| f.seq, |f| &f.supersedes, |f| &f.path)?;
     }
     for (list, res) in [(mins, RES_1M), (hours, RES_1H)] {
         for (day, files) in list {
-            let opened = files.iter().map(|(s, p)| RollupFile::open(p, *s, res).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+            let opened = files
+                .iter()
+                .map(|(s, p)| RollupFile::open(p, *s, res).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()?;
             let d = parts.days.entry(day).or_default();
             if res == RES_1M {
                 d.r1m = opened;
@@ -104,17 +129,38 @@ pub(crate) fn load_partitions(root: &Path, metric_of: &[u32]) -> Result<(Partiti
                 continue;
             }
             warn!(path = %raw.path.display(), "rollups of a partition file are missing; rebuilding them");
-            let data = raw.entries.iter().map(|e| raw.read(e).map(|tv| (e.series, tv))).collect::<Result<Vec<_>, _>>()?;
-            let slices: Vec<SeriesSlice<'_>> =
-                data.iter().map(|(s, (t, v))| SeriesSlice { series: *s, group: metric_of.get(*s as usize).copied().unwrap_or(u32::MAX), ts: t, vals: v }).collect();
+            let data = raw
+                .entries
+                .iter()
+                .map(|e| raw.read(e).map(|tv| (e.series, tv)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let slices: Vec<SeriesSlice<'_>> = data
+                .iter()
+                .map(|(s, (t, v))| SeriesSlice {
+                    series: *s,
+                    group: metric_of.get(*s as usize).copied().unwrap_or(u32::MAX),
+                    ts: t,
+                    vals: v,
+                })
+                .collect();
             let (m, h) = write_rollups(root, *day, raw.seq, &slices, &raw.supersedes)?;
             d.r1m.retain(|f| f.seq != raw.seq);
             d.r1h.retain(|f| f.seq != raw.seq);
             d.r1m.push(m);
             d.r1h.push(h);
         }
-        d.r1m = drop_superseded(std::mem::take(&mut d.r1m), |f| f.seq, |f| &f.supersedes, |f| &f.path)?;
-        d.r1h = drop_superseded(std::mem::take(&mut d.r1h), |f| f.seq, |f| &f.supersedes, |f| &f.path)?;
+        d.r1m = drop_superseded(
+            std::mem::take(&mut d.r1m),
+            |f| f.seq,
+            |f| &f.supersedes,
+            |f| &f.path,
+        )?;
+        d.r1h = drop_superseded(
+            std::mem::take(&mut d.r1h),
+            |f| f.seq,
+            |f| &f.supersedes,
+            |f| &f.path,
+        )?;
         d.r1m.sort_by_key(|f| f.seq);
         d.r1h.sort_by_key(|f| f.seq);
     }
@@ -126,13 +172,23 @@ pub(crate) fn load_partitions(root: &Path, metric_of: &[u32]) -> Result<(Partiti
 pub(crate) fn open(cfg: StoreConfig) -> Result<(Inner, bool), StoreError> {
     let root = cfg.data_dir.clone();
     let wal_dir = root.join("wal");
-    for d in [root.clone(), wal_dir.clone(), root.join("raw"), root.join("r1m"), root.join("r1h")] {
+    for d in [
+        root.clone(),
+        wal_dir.clone(),
+        root.join("raw"),
+        root.join("r1m"),
+        root.join("r1h"),
+    ] {
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
     let (catalog_file, catalog) = CatalogFile::open(&root.join("catalog.log"))?;
     let metric_of: Vec<u32> = catalog.series.iter().map(|s| s.metric).collect();
     let (parts, max_seq) = load_partitions(&root, &metric_of)?;
-    let mut st = State { catalog, parts: Arc::new(parts), ..State::default() };
+    let mut st = State {
+        catalog,
+        parts: Arc::new(parts),
+        ..State::default()
+    };
     seed_from_files(&mut st)?;
     let segments = wal::list_segments(&wal_dir)?;
     let mut replayed = 0u64;
@@ -155,7 +211,11 @@ pub(crate) fn open(cfg: StoreConfig) -> Result<(Inner, bool), StoreError> {
         })?;
     }
     if replayed > 0 {
-        info!(samples = replayed, segments = segments.len(), "replayed the write-ahead log");
+        info!(
+            samples = replayed,
+            segments = segments.len(),
+            "replayed the write-ahead log"
+        );
     }
     let due = st.head.samples() >= cfg.head_max_samples;
     let wal = Wal::start(&wal_dir, segments.last().map_or(1, |s| s + 1), cfg.fsync)?;
@@ -177,7 +237,17 @@ fn seed_from_files(st: &mut State) -> Result<(), StoreError> {
     for d in parts.days.values() {
         for f in &d.raw {
             for e in &f.entries {
-                let s = st.catalog.series.get_mut(e.series as usize).ok_or_else(|| StoreError::Corrupt(format!("{} refers to unknown series {}", f.path.display(), e.series)))?;
+                let s = st
+                    .catalog
+                    .series
+                    .get_mut(e.series as usize)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "{} refers to unknown series {}",
+                            f.path.display(),
+                            e.series
+                        ))
+                    })?;
                 s.oldest_ts = s.oldest_ts.min(e.min_ts);
                 s.saw(e.max_ts(), e.acc.last);
             }

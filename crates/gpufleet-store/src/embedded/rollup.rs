@@ -69,7 +69,11 @@ fn put_lens(ix: &mut Vec<u8>, v: impl Iterator<Item = i64>) -> Result<(), StoreE
 
 /// Encodes a rollup file. Rows are laid out by (group, series): one set of column chunks per
 /// metric keeps each chunk's value distribution narrow.
-pub(crate) fn encode(res: i64, series: &[RollSeries], supersedes: &[u64]) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(
+    res: i64,
+    series: &[RollSeries],
+    supersedes: &[u64],
+) -> Result<Vec<u8>, StoreError> {
     let mut out = begin_file(MAGIC)?;
     let mut order: Vec<usize> = (0..series.len()).collect();
     order.sort_by_key(|&i| (series[i].group, series[i].series));
@@ -77,7 +81,9 @@ pub(crate) fn encode(res: i64, series: &[RollSeries], supersedes: &[u64]) -> Res
     put_varint(&mut ix, res as u64);
     put_varint(&mut ix, supersedes.len() as u64);
     supersedes.iter().for_each(|s| put_varint(&mut ix, *s));
-    let mut groups: Vec<&[usize]> = order.chunk_by(|a, b| series[*a].group == series[*b].group).collect();
+    let mut groups: Vec<&[usize]> = order
+        .chunk_by(|a, b| series[*a].group == series[*b].group)
+        .collect();
     groups.retain(|g| !g.is_empty());
     put_varint(&mut ix, groups.len() as u64);
     let mut entries: Vec<[i64; 5]> = Vec::with_capacity(series.len());
@@ -90,7 +96,13 @@ pub(crate) fn encode(res: i64, series: &[RollSeries], supersedes: &[u64]) -> Res
                 open_rows = 0;
             }
             let s = &series[i];
-            entries.push([i64::from(s.series), gi as i64, pages.len() as i64, open_rows as i64, s.rows.len() as i64]);
+            entries.push([
+                i64::from(s.series),
+                gi as i64,
+                pages.len() as i64,
+                open_rows as i64,
+                s.rows.len() as i64,
+            ]);
             open_rows += s.rows.len();
         }
         if open_rows > 0 {
@@ -168,7 +180,8 @@ pub(crate) struct RollupFile {
 }
 
 fn to_u32(v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("rollup index value out of range: {v}")))
+    u32::try_from(v)
+        .map_err(|_| StoreError::Corrupt(format!("rollup index value out of range: {v}")))
 }
 
 impl RollupFile {
@@ -177,7 +190,10 @@ impl RollupFile {
         let o = open_file(path, MAGIC)?;
         let mut r = Reader::new(&o.index, "rollup index");
         if r.varint()? != res as u64 {
-            return Err(StoreError::Corrupt(format!("{}: unexpected rollup resolution", path.display())));
+            return Err(StoreError::Corrupt(format!(
+                "{}: unexpected rollup resolution",
+                path.display()
+            )));
         }
         let n = r.count(1)?;
         let supersedes = (0..n).map(|_| r.varint()).collect::<Result<Vec<_>, _>>()?;
@@ -185,15 +201,22 @@ impl RollupFile {
         let mut groups = Vec::with_capacity(n_groups);
         for _ in 0..n_groups {
             let n_pages = r.n_items()?;
-            let page_rows = get_i64s(&mut r, n_pages)?.into_iter().map(to_u32).collect::<Result<Vec<_>, _>>()?;
+            let page_rows = get_i64s(&mut r, n_pages)?
+                .into_iter()
+                .map(to_u32)
+                .collect::<Result<Vec<_>, _>>()?;
             let mut cols = Vec::with_capacity(N_COLS);
             for _ in 0..N_COLS {
                 let kind = Kind::from_tag(r.u8()?)?;
                 let (mo, ml) = (r.varint()?, r.varint()?);
                 if mo.saturating_add(ml) > o.len {
-                    return Err(StoreError::Corrupt(format!("{}: chunk out of bounds", path.display())));
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: chunk out of bounds",
+                        path.display()
+                    )));
                 }
-                let reader = ChunkReader::open(&o.pco, kind, &read_at(&o.file, path, mo, ml as usize)?)?;
+                let reader =
+                    ChunkReader::open(&o.pco, kind, &read_at(&o.file, path, mo, ml as usize)?)?;
                 let mut off = mo + ml;
                 let mut pages = Vec::with_capacity(n_pages);
                 for l in get_i64s(&mut r, n_pages)? {
@@ -206,23 +229,46 @@ impl RollupFile {
             groups.push(Group { page_rows, cols });
         }
         let n = r.n_items()?;
-        let c: Vec<Vec<i64>> = (0..5).map(|_| get_i64s(&mut r, n)).collect::<Result<_, _>>()?;
+        let c: Vec<Vec<i64>> = (0..5)
+            .map(|_| get_i64s(&mut r, n))
+            .collect::<Result<_, _>>()?;
         let mut entries = Vec::with_capacity(n);
-        for i in 0..n {
-            let e = RollEntry { series: to_u32(c[0][i])?, group: to_u32(c[1][i])?, page: to_u32(c[2][i])?, row_off: to_u32(c[3][i])?, rows: to_u32(c[4][i])? };
-            let ok = groups.get(e.group as usize).and_then(|g| g.page_rows.get(e.page as usize)).is_some_and(|n| e.row_off + e.rows <= *n);
+        for (i, &series) in c[0].iter().enumerate() {
+            let e = RollEntry {
+                series: to_u32(series)?,
+                group: to_u32(c[1][i])?,
+                page: to_u32(c[2][i])?,
+                row_off: to_u32(c[3][i])?,
+                rows: to_u32(c[4][i])?,
+            };
+            let ok = groups
+                .get(e.group as usize)
+                .and_then(|g| g.page_rows.get(e.page as usize))
+                .is_some_and(|n| e.row_off + e.rows <= *n);
             if !ok {
-                return Err(StoreError::Corrupt(format!("{}: rollup entry out of range", path.display())));
+                return Err(StoreError::Corrupt(format!(
+                    "{}: rollup entry out of range",
+                    path.display()
+                )));
             }
             entries.push(e);
         }
         entries.sort_unstable_by_key(|e| e.series);
-        Ok(RollupFile { seq, path: path.to_path_buf(), file: o.file, groups, entries, supersedes })
+        Ok(RollupFile {
+            seq,
+            path: path.to_path_buf(),
+            file: o.file,
+            groups,
+            entries,
+            supersedes,
+        })
     }
 
     /// Rows of a series with bucket start in `[start, end)`.
     pub(crate) fn rows(&self, series: u32, start: i64, end: i64) -> Result<Vec<Row>, StoreError> {
-        let Ok(i) = self.entries.binary_search_by_key(&series, |e| e.series) else { return Ok(Vec::new()) };
+        let Ok(i) = self.entries.binary_search_by_key(&series, |e| e.series) else {
+            return Ok(Vec::new());
+        };
         let e = self.entries[i];
         let g = &self.groups[e.group as usize];
         let n = g.page_rows[e.page as usize] as usize;
@@ -244,8 +290,16 @@ impl RollupFile {
             if bucket < start || bucket >= end {
                 continue;
             }
-            let sum = ExactSum::unpack(ints[3][j], ints[4][j], floats[3][j]).ok_or_else(|| StoreError::Corrupt("bad rollup sum tag".into()))?;
-            let acc = Acc { count: ints[1][j] as u64, min: floats[0][j], max: floats[1][j], sum, last_ts: bucket + ints[2][j], last: floats[2][j] };
+            let sum = ExactSum::unpack(ints[3][j], ints[4][j], floats[3][j])
+                .ok_or_else(|| StoreError::Corrupt("bad rollup sum tag".into()))?;
+            let acc = Acc {
+                count: ints[1][j] as u64,
+                min: floats[0][j],
+                max: floats[1][j],
+                sum,
+                last_ts: bucket + ints[2][j],
+                last: floats[2][j],
+            };
             out.push(Row { bucket, acc });
         }
         Ok(out)
@@ -262,10 +316,19 @@ mod tests {
         let mut series = Vec::new();
         for s in 0..40u32 {
             let ts: Vec<i64> = (0..300).map(|i| i64::from(i) * 1_000).collect();
-            let vs: Vec<f64> = (0..300).map(|i| f64::from((i * (s + 1)) % 101) / 4.0).collect();
+            let vs: Vec<f64> = (0..300)
+                .map(|i| f64::from((i * (s + 1)) % 101) / 4.0)
+                .collect();
             series.push((s * 2, rows_of(&ts, &vs, RES_1M), ts, vs));
         }
-        let input: Vec<RollSeries> = series.iter().map(|(s, r, _, _)| RollSeries { series: *s, group: s % 3, rows: r.clone() }).collect();
+        let input: Vec<RollSeries> = series
+            .iter()
+            .map(|(s, r, _, _)| RollSeries {
+                series: *s,
+                group: s % 3,
+                rows: r.clone(),
+            })
+            .collect();
         let bytes = encode(RES_1M, &input, &[7]).unwrap();
         let path = dir.path().join("1.roll");
         std::fs::write(&path, bytes).unwrap();

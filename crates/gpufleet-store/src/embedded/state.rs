@@ -49,7 +49,9 @@ impl Partitions {
     /// Raw files whose day overlaps `[start, end)`.
     pub(crate) fn raw_in(&self, start: i64, end: i64) -> impl Iterator<Item = &Arc<RawFile>> {
         let (a, b) = (day_of(start), day_of(end.saturating_sub(1)));
-        self.days.range(a..=b.max(a)).flat_map(|(_, d)| d.raw.iter())
+        self.days
+            .range(a..=b.max(a))
+            .flat_map(|(_, d)| d.raw.iter())
     }
 }
 
@@ -73,10 +75,17 @@ pub(crate) struct State {
 impl State {
     /// Whether `(series, ts)` is already stored somewhere other than the live head.
     fn stored_outside_head(&self, series: u32, ts: i64) -> Result<bool, StoreError> {
-        if self.frozen.as_ref().and_then(|f| f.get(series)).is_some_and(|s| s.contains(ts)) {
+        if self
+            .frozen
+            .as_ref()
+            .and_then(|f| f.get(series))
+            .is_some_and(|s| s.contains(ts))
+        {
             return Ok(true);
         }
-        let Some(day) = self.parts.days.get(&day_of(ts)) else { return Ok(false) };
+        let Some(day) = self.parts.days.get(&day_of(ts)) else {
+            return Ok(false);
+        };
         for f in &day.raw {
             let Some(e) = f.entry(series) else { continue };
             if ts < e.min_ts || ts > e.max_ts() {
@@ -90,8 +99,17 @@ impl State {
     }
 
     /// Stores one point unless present; true when stored. Used by WAL replay.
-    pub(crate) fn insert_point(&mut self, series: u32, ts: i64, v: f64) -> Result<bool, StoreError> {
-        let entry = self.catalog.series.get(series as usize).ok_or_else(|| StoreError::Corrupt(format!("unknown series id {series}")))?;
+    pub(crate) fn insert_point(
+        &mut self,
+        series: u32,
+        ts: i64,
+        v: f64,
+    ) -> Result<bool, StoreError> {
+        let entry = self
+            .catalog
+            .series
+            .get(series as usize)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown series id {series}")))?;
         if ts > entry.newest_ts {
             self.head.push(series, ts, v);
         } else if self.stored_outside_head(series, ts)? || !self.head.insert(series, ts, v) {
@@ -103,14 +121,35 @@ impl State {
 
     /// The write path: resolves ids, drops duplicates, inserts into the head and returns the
     /// WAL record of what was stored. Checks that can fail run before anything is inserted.
-    pub(crate) fn ingest(&mut self, batch: &SampleBatch, ingest_ms: i64) -> Result<(WriteReport, Option<Vec<u8>>), StoreError> {
-        batch.validate().map_err(|e| StoreError::InvalidQuery(format!("invalid batch: {e}")))?;
-        if let Some(p) = batch.points.iter().find(|p| p.ts_ms < MIN_TS || p.ts_ms >= MAX_TS) {
-            return Err(StoreError::InvalidQuery(format!("invalid batch: timestamp {} ms is outside years 0000-9999", p.ts_ms)));
+    pub(crate) fn ingest(
+        &mut self,
+        batch: &SampleBatch,
+        ingest_ms: i64,
+    ) -> Result<(WriteReport, Option<Vec<u8>>), StoreError> {
+        batch
+            .validate()
+            .map_err(|e| StoreError::InvalidQuery(format!("invalid batch: {e}")))?;
+        if let Some(p) = batch
+            .points
+            .iter()
+            .find(|p| p.ts_ms < MIN_TS || p.ts_ms >= MAX_TS)
+        {
+            return Err(StoreError::InvalidQuery(format!(
+                "invalid batch: timestamp {} ms is outside years 0000-9999",
+                p.ts_ms
+            )));
         }
         let mut defs: Vec<Def> = Vec::new();
-        let gpu_ids: Vec<u32> = batch.gpus.iter().map(|g| self.catalog.resolve_gpu(g, &mut defs)).collect();
-        let metric_ids: Vec<u32> = batch.metrics.iter().map(|m| self.catalog.resolve_metric(m, &mut defs)).collect();
+        let gpu_ids: Vec<u32> = batch
+            .gpus
+            .iter()
+            .map(|g| self.catalog.resolve_gpu(g, &mut defs))
+            .collect();
+        let metric_ids: Vec<u32> = batch
+            .metrics
+            .iter()
+            .map(|m| self.catalog.resolve_metric(m, &mut defs))
+            .collect();
         let n_metrics = batch.metrics.len();
         let mut table = vec![u32::MAX; batch.gpus.len() * n_metrics];
         // Pass 1: series ids, and the read-only (fallible) dedup checks for older points.
@@ -120,11 +159,17 @@ impl State {
             let slot = p.gpu as usize * n_metrics + p.metric as usize;
             let mut s = table[slot];
             if s == u32::MAX {
-                s = self.catalog.resolve_series(gpu_ids[p.gpu as usize], metric_ids[p.metric as usize], &mut defs);
+                s = self.catalog.resolve_series(
+                    gpu_ids[p.gpu as usize],
+                    metric_ids[p.metric as usize],
+                    &mut defs,
+                );
                 table[slot] = s;
             }
             sids.push(s);
-            if p.ts_ms <= self.catalog.series[s as usize].newest_ts && self.stored_outside_head(s, p.ts_ms)? {
+            if p.ts_ms <= self.catalog.series[s as usize].newest_ts
+                && self.stored_outside_head(s, p.ts_ms)?
+            {
                 seen_outside.push(i);
             }
         }

@@ -39,16 +39,26 @@ pub(crate) struct WalFailure {
 
 impl From<WalFailure> for StoreError {
     fn from(f: WalFailure) -> Self {
-        StoreError::Io { path: f.path, source: std::io::Error::new(f.kind, f.message) }
+        StoreError::Io {
+            path: f.path,
+            source: std::io::Error::new(f.kind, f.message),
+        }
     }
 }
 
 fn failure(path: &Path, e: &std::io::Error) -> WalFailure {
-    WalFailure { path: path.to_path_buf(), kind: e.kind(), message: e.to_string() }
+    WalFailure {
+        path: path.to_path_buf(),
+        kind: e.kind(),
+        message: e.to_string(),
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One decoded record.
@@ -81,7 +91,13 @@ impl RecordBuilder {
         for d in defs {
             d.encode(&mut buf);
         }
-        Self { buf, at, prev_ts: 0, points: 0, defs: defs.len() }
+        Self {
+            buf,
+            at,
+            prev_ts: 0,
+            points: 0,
+            defs: defs.len(),
+        }
     }
 
     /// Adds a stored point.
@@ -120,7 +136,11 @@ pub(crate) fn decode_record(payload: &[u8]) -> Result<WalRecord, StoreError> {
         prev = ts;
         points.push((s, ts, r.f64()?));
     }
-    Ok(WalRecord { ingest_ms, defs, points })
+    Ok(WalRecord {
+        ingest_ms,
+        defs,
+        points,
+    })
 }
 
 /// Path of segment `seq`.
@@ -134,7 +154,9 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
     for e in std::fs::read_dir(dir).map_err(io(dir))? {
         let e = e.map_err(io(dir))?;
         let name = e.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else { continue };
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
+            continue;
+        };
         if let Ok(seq) = stem.parse::<u64>() {
             out.push(seq);
         }
@@ -144,7 +166,11 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
 }
 
 /// Replays one segment, cutting a torn tail. Calls `f` for each intact record in order.
-pub(crate) fn replay_segment(dir: &Path, seq: u64, mut f: impl FnMut(WalRecord) -> Result<(), StoreError>) -> Result<(), StoreError> {
+pub(crate) fn replay_segment(
+    dir: &Path,
+    seq: u64,
+    mut f: impl FnMut(WalRecord) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let path = segment_path(dir, seq);
     let buf = std::fs::read(&path).map_err(io(&path))?;
     if buf.len() < MAGIC.len() || &buf[..4] != MAGIC {
@@ -157,7 +183,10 @@ pub(crate) fn replay_segment(dir: &Path, seq: u64, mut f: impl FnMut(WalRecord) 
     }
     if 4 + end < buf.len() {
         warn!(path = %path.display(), kept = 4 + end, len = buf.len(), "wal segment has a torn tail; truncating it");
-        let file = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
         file.set_len((4 + end) as u64).map_err(io(&path))?;
         file.sync_all().map_err(io(&path))?;
     }
@@ -177,7 +206,11 @@ pub(crate) fn delete_segments_below(dir: &Path, below: u64) -> Result<(), StoreE
 
 fn create_segment(dir: &Path, seq: u64) -> Result<(File, PathBuf), std::io::Error> {
     let path = segment_path(dir, seq);
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
     f.write_all(MAGIC)?;
     f.sync_all()?;
     File::open(dir)?.sync_all()?;
@@ -207,9 +240,22 @@ impl Wal {
         let dir = dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("gpufleet-wal".into())
-            .spawn(move || LogThread { dir, seq, file, path, fsync, failed: None }.run(rx))
+            .spawn(move || {
+                LogThread {
+                    dir,
+                    seq,
+                    file,
+                    path,
+                    fsync,
+                    failed: None,
+                }
+                .run(rx)
+            })
             .map_err(io(Path::new("wal thread")))?;
-        Ok(Wal { tx, thread: Mutex::new(Some(thread)) })
+        Ok(Wal {
+            tx,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     /// Queues a framed record; the reply comes once it is durable.
@@ -303,12 +349,19 @@ impl LogThread {
         }
     }
 
-    fn commit(&mut self, buf: &mut Vec<u8>, waiting: &mut Vec<oneshot::Sender<Result<(), WalFailure>>>) {
+    fn commit(
+        &mut self,
+        buf: &mut Vec<u8>,
+        waiting: &mut Vec<oneshot::Sender<Result<(), WalFailure>>>,
+    ) {
         if waiting.is_empty() {
             return;
         }
         let fsync = self.fsync;
-        let res = self.file.write_all(buf).and_then(|()| if fsync { self.file.sync_data() } else { Ok(()) });
+        let res =
+            self.file
+                .write_all(buf)
+                .and_then(|()| if fsync { self.file.sync_data() } else { Ok(()) });
         buf.clear();
         let res = res.map_err(|e| {
             let f = failure(&self.path, &e);
@@ -327,14 +380,24 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let defs = vec![Def::Metric { id: 0, name: "M".into() }];
+        let defs = vec![Def::Metric {
+            id: 0,
+            name: "M".into(),
+        }];
         let mut b = RecordBuilder::new(1234, &defs, 2);
         b.push(7, 1_000, 1.5);
         b.push(300, 999, -2.0);
         let rec = b.finish().unwrap();
         let (frames, _) = read_frames(&rec);
         let got = decode_record(frames[0]).unwrap();
-        assert_eq!(got, WalRecord { ingest_ms: 1234, defs, points: vec![(7, 1_000, 1.5), (300, 999, -2.0)] });
+        assert_eq!(
+            got,
+            WalRecord {
+                ingest_ms: 1234,
+                defs,
+                points: vec![(7, 1_000, 1.5), (300, 999, -2.0)]
+            }
+        );
         assert!(RecordBuilder::new(1, &[], 0).finish().is_none());
     }
 
