@@ -43,38 +43,46 @@ fn id_and_hash(row: &SqliteRow, table: &str) -> Result<(i64, ChainHash), StoreEr
     Ok((id, hash))
 }
 
+/// Rows per INSERT statement: 14 bound values each, well under SQLite's 32766-variable limit.
+const ROWS_PER_INSERT: usize = 1000;
+
 pub(super) async fn append(pool: &SqlitePool, entries: &[AuditEntry]) -> Result<Vec<AuditRecord>, StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(backend)?;
     let (mut id, mut prev) = chain_head(&mut tx).await?;
-    let mut out = Vec::with_capacity(entries.len());
-    let sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    for entry in entries {
-        id += 1;
-        let r = AuditRecord::chain(id, entry.clone(), prev);
-        prev = r.hash;
-        let e = &r.entry;
-        sqlx::query(&sql)
-            .bind(r.id)
-            .bind(e.time_ms)
-            .bind(e.key_prefix.as_ref().map(KeyPrefix::as_str))
-            .bind(e.owner.as_ref().map(Owner::as_str))
-            .bind(e.role.map(|r| r.as_str()))
-            .bind(e.client_ip.map(|ip| ip.to_string()))
-            .bind(e.method.as_str())
-            .bind(e.route.as_str())
-            .bind(e.target.as_str())
-            .bind(e.action.as_str())
-            .bind(e.outcome.as_str())
-            .bind(e.request_id.as_deref())
-            .bind(&r.prev_hash.0[..])
-            .bind(&r.hash.0[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        out.push(r);
+    let records: Vec<AuditRecord> = entries
+        .iter()
+        .map(|entry| {
+            id += 1;
+            let r = AuditRecord::chain(id, entry.clone(), prev);
+            prev = r.hash;
+            r
+        })
+        .collect();
+    // Multi-row INSERTs: one statement per chunk instead of one per record (sqlx hands each
+    // statement to its SQLite thread, so per-statement overhead dominates small rows).
+    for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("INSERT INTO audit_log ({COLUMNS}) "));
+        qb.push_values(chunk, |mut b, r| {
+            let e = &r.entry;
+            b.push_bind(r.id)
+                .push_bind(e.time_ms)
+                .push_bind(e.key_prefix.as_ref().map(KeyPrefix::as_str))
+                .push_bind(e.owner.as_ref().map(Owner::as_str))
+                .push_bind(e.role.map(|r| r.as_str()))
+                .push_bind(e.client_ip.map(|ip| ip.to_string()))
+                .push_bind(e.method.as_str())
+                .push_bind(e.route.as_str())
+                .push_bind(e.target.as_str())
+                .push_bind(e.action.as_str())
+                .push_bind(e.outcome.as_str())
+                .push_bind(e.request_id.as_deref())
+                .push_bind(&r.prev_hash.0[..])
+                .push_bind(&r.hash.0[..]);
+        });
+        qb.build().persistent(false).execute(&mut *tx).await.map_err(backend)?;
     }
     tx.commit().await.map_err(backend)?;
-    Ok(out)
+    Ok(records)
 }
 
 pub(super) async fn query(pool: &SqlitePool, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
