@@ -200,7 +200,16 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
             .filter(|(_, t)| *t != i64::MIN)
             .collect();
         let seq = inner.next_seq.fetch_add(1, Ordering::AcqRel);
-        written.push(write_files(inner, *day, seq, slices, &[], &ing)?);
+        match write_files(inner, *day, seq, slices, &[], &ing) {
+            Ok(files) => written.push(files),
+            Err(e) => {
+                // Unpublished files of this attempt would duplicate the retry's after a restart.
+                for (raw, _, _) in &written {
+                    compact::delete_files(&inner.cfg.data_dir, raw.day, &[raw.seq]);
+                }
+                return Err(e);
+            }
+        }
     }
     {
         let mut st = inner.state.write();
@@ -223,7 +232,9 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
         super::wal::delete_segments_below(&inner.wal_dir, below)?;
     }
     for day in days.keys() {
-        compact::maybe_compact(inner, *day)?;
+        if let Err(error) = compact::maybe_compact(inner, *day) {
+            warn!(%error, day, "compaction failed; the files stay as they are until the next flush");
+        }
     }
     Ok(())
 }
@@ -231,7 +242,8 @@ fn flush_once(inner: &Inner) -> Result<(), StoreError> {
 /// A raw file and its 1-minute and 1-hour rollup files.
 pub(crate) type FileSet = (Arc<RawFile>, Arc<RollupFile>, Arc<RollupFile>);
 
-/// Writes a raw file and its rollups for one day and opens them.
+/// Writes a raw file and its rollups for one day and opens them. On failure the files of
+/// `seq` are deleted again, so a retry cannot leave two copies of the same samples.
 pub(crate) fn write_files(
     inner: &Inner,
     day: i64,
@@ -241,11 +253,14 @@ pub(crate) fn write_files(
     ingest: &[(u32, i64)],
 ) -> Result<FileSet, StoreError> {
     let root = &inner.cfg.data_dir;
-    let raw_path = file_path(root, FileKind::Raw, day, seq);
-    write_atomic(&raw_path, &partition::encode(slices, supersedes, ingest)?)?;
-    let raw = Arc::new(RawFile::open(&raw_path, seq, day)?);
-    let (m, h) = write_rollups(root, day, seq, slices, supersedes)?;
-    Ok((raw, m, h))
+    let attempt = || -> Result<FileSet, StoreError> {
+        let raw_path = file_path(root, FileKind::Raw, day, seq);
+        write_atomic(&raw_path, &partition::encode(slices, supersedes, ingest)?)?;
+        let raw = Arc::new(RawFile::open(&raw_path, seq, day)?);
+        let (m, h) = write_rollups(root, day, seq, slices, supersedes)?;
+        Ok((raw, m, h))
+    };
+    attempt().inspect_err(|_| compact::delete_files(root, day, &[seq]))
 }
 
 /// Writes the 1-minute and 1-hour rollup files of some series and opens them.
