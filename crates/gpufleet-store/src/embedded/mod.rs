@@ -2,22 +2,22 @@
 //!
 //! # How a sample travels
 //! 1. `write` resolves ids in the catalog, drops duplicates and appends the rest to the
-//!    in-memory head ([`state`]), queues one WAL record for the batch ([`wal`]) and returns once
+//!    in-memory head (`state`), queues one WAL record for the batch (`wal`) and returns once
 //!    the log thread has written (and, with `fsync`, synced) it — group commit across writers.
 //! 2. When the head passes `head_max_samples` or `head_max_age`, or on `flush()`/`close()`, the
-//!    maintenance thread ([`flush`]) freezes it, rotates the WAL, writes one raw partition file
-//!    per UTC day touched ([`partition`]) plus 1-minute and 1-hour rollup files ([`rollup`]),
+//!    maintenance thread (`flush`) freezes it, rotates the WAL, writes one raw partition file
+//!    per UTC day touched (`partition`) plus 1-minute and 1-hour rollup files (`rollup`),
 //!    publishes them and deletes the old WAL segments; then merges small files of a day
-//!    ([`compact`]).
-//! 3. Queries ([`query`]) combine partition files (whole-chunk statistics where a chunk lies
+//!    (`compact`).
+//! 3. Queries (`query`) combine partition files (whole-chunk statistics where a chunk lies
 //!    inside the range, rollups for minute/hour steps), the frozen head and the head.
-//! 4. [`retention`] deletes whole day directories past their retention.
+//! 4. `retention` deletes whole day directories past their retention.
 //!
-//! Recovery ([`recovery`]): load the catalog and every file index, finish or undo an
+//! Recovery (`recovery`): load the catalog and every file index, finish or undo an
 //! interrupted compaction, rebuild missing rollups, then replay the WAL (cutting a torn tail)
 //! through the same dedup as writes.
 //!
-//! Layout on disk: see [`layout`]. Sums are exact for decimal values: see [`agg`].
+//! Layout on disk: see `layout`. Sums are exact for decimal values: see `agg`.
 //! The directory must be used by one process at a time (nothing enforces it yet).
 
 mod agg;
