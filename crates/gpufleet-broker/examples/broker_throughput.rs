@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run -p gpufleet-broker --release --example broker_throughput -- \
 //!     [--payload 200] [--batch 1000] [--messages 1000000] [--publishers 1] \
-//!     [--fsync per-batch|never|<ms>] [--max-seconds 60] [--dir PATH] [--backlog]
+//!     [--fsync per-batch|never|<ms>] [--max-seconds 60] [--dir PATH] [--backlog] [--workers 2]
 //! ```
 //! Prints messages/s and payload MB/s for publish + fetch + ack together (time from the first
 //! publish until the last ack returned). `--backlog`: publish everything before consuming (to
@@ -27,6 +27,7 @@ struct Args {
     max_seconds: u64,
     dir: Option<String>,
     backlog: bool,
+    workers: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
         max_seconds: 60,
         dir: None,
         backlog: false,
+        workers: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => args.batch = number()?.max(1),
             "--messages" => args.messages = number()?,
             "--publishers" => args.publishers = number()?.max(1),
+            "--workers" => args.workers = number()?.max(1),
             "--max-seconds" => args.max_seconds = number()? as u64,
             "--dir" => args.dir = Some(value),
             "--fsync" => {
@@ -70,9 +73,16 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir_in(args.dir.as_deref().unwrap_or("."))?;
     let mut config = BrokerConfig::new(tmp.path());
     config.fsync = args.fsync;
@@ -91,18 +101,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (broker, topic, batch) = (broker.clone(), topic.clone(), batch.clone());
         let mine = (p..batches).step_by(args.publishers).count();
         publishers.push(tokio::spawn(async move {
+            let mut waited = Duration::ZERO;
             for _ in 0..mine {
                 if Instant::now() > deadline {
                     break;
                 }
+                let t = Instant::now();
                 broker.publish(&topic, &batch).await?;
+                waited += t.elapsed();
             }
-            Ok::<_, gpufleet_broker::BrokerError>(())
+            Ok::<_, gpufleet_broker::BrokerError>(waited / mine.max(1) as u32)
         }));
     }
     if args.backlog {
         for p in publishers.drain(..) {
-            p.await??;
+            let publish_latency = p.await??;
+            println!("mean publish latency {publish_latency:?}");
         }
         println!(
             "backlog of {} messages published in {:.2} s",
@@ -115,23 +129,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (want, max) = (batches * args.batch, args.batch);
         tokio::spawn(async move {
             let me = ConsumerName::new("bench");
-            let mut done = 0usize;
+            let (mut done, mut rounds) = (0usize, 0u32);
+            let (mut fetching, mut acking) = (Duration::ZERO, Duration::ZERO);
             while done < want && Instant::now() < deadline {
+                let t = Instant::now();
                 let got = broker
                     .fetch(&topic, &group, &me, max, Duration::from_millis(500))
                     .await?;
                 let ids: Vec<_> = got.iter().map(|m| m.id).collect();
+                fetching += t.elapsed();
+                let t = Instant::now();
                 broker.ack(&topic, &group, &ids).await?;
+                acking += t.elapsed();
                 done += ids.len();
+                rounds += 1;
             }
-            Ok::<_, gpufleet_broker::BrokerError>(done)
+            let rounds = rounds.max(1);
+            Ok::<_, gpufleet_broker::BrokerError>((
+                done,
+                fetching / rounds,
+                acking / rounds,
+                rounds,
+            ))
         })
     };
     for p in publishers {
-        p.await??;
+        let publish_latency = p.await??;
+        println!("mean publish latency {publish_latency:?}");
     }
     let published_at = start.elapsed();
-    let consumed = consumer.await??;
+    let (consumed, fetch_latency, ack_latency, fetches) = consumer.await??;
+    println!(
+        "{fetches} fetches: mean fetch (incl. waiting) {fetch_latency:?}, mean ack {ack_latency:?}"
+    );
     let elapsed = start.elapsed().as_secs_f64();
     broker.close().await?;
 

@@ -25,9 +25,9 @@
 //! # Writes and the fsync policy
 //! Every file write happens on one thread (`writer`), which handles all requests queued when it
 //! wakes as one round (group commit):
-//! - `PerBatch`: a round appends all published messages, fsyncs each touched log once, makes them
-//!   visible to consumers, then appends and fsyncs the ack records of that round; `publish` and
-//!   `ack` return after that fsync. Concurrent publishers and ackers share the fsync.
+//! - `PerBatch`: a round writes and fsyncs the queued ack records (answering the ackers), then
+//!   appends all published messages, fsyncs each touched log once, makes the messages visible to
+//!   consumers and answers the publishers. Concurrent publishers (and ackers) share the fsync.
 //! - `Interval(d)`: messages and acks are visible/applied after the write; dirty files are fsynced
 //!   at most every `d` (a crash may lose the last `d` of publishes and acks).
 //! - `Never`: the OS decides; only `close` fsyncs.

@@ -3,15 +3,15 @@
 //! Callers send an [`Op`] and await its reply. The thread takes every op that is queued when it
 //! wakes up and handles them as one *round*, which is what makes group commit work: concurrent
 //! publishers and ackers share one fsync per file per round. A round:
-//! 1. creates requested groups, then appends published messages and dead-letter envelopes to
-//!    their topics' logs;
-//! 2. fsyncs those logs (per the [`FsyncPolicy`]), makes the records visible to fetch and answers
-//!    the publishers;
-//! 3. appends ack records (including the source acks of dead letters whose envelopes are now
-//!    durable) to the group ack files and fsyncs them, so an ack is never durable before the
-//!    message or dead letter it refers to;
-//! 4. applies the acks in memory, deletes fully acked segments, compacts grown ack files, answers.
+//! 1. creates requested groups; appends ack records to the group ack files, fsyncs them, applies
+//!    the acks in memory (deleting fully acked segments, compacting grown ack files) and answers
+//!    the ackers. An acked message was visible, so its record is already durable;
+//! 2. appends published messages and dead-letter envelopes to their topics' logs, fsyncs those
+//!    logs, makes the records visible to fetch and answers the publishers;
+//! 3. writes and fsyncs the source acks of the dead letters, now that their envelopes are
+//!    durable. No ack is ever durable before the record it refers to.
 //!
+//! Under `Interval`/`Never` the fsyncs are skipped (done later by the timer or `close`).
 //! fsync runs on this dedicated thread, never on the async runtime.
 
 use super::{acks::to_ranges, group::Group, topic::Topic, Shared};
@@ -233,38 +233,46 @@ impl Writer {
             }
         }
         let sync_now = self.sync_due(!flushes.is_empty());
-        // Steps 1 and 2: append, make durable, make visible. Publishers are answered right away.
+        // Step 1: plain acks. They refer to records that were visible, hence already durable, so
+        // they need not wait for this round's log fsync.
+        self.write_acks(&mut acks, sync_now);
+        for job in acks {
+            let _ = job.reply.send(job.result);
+        }
+        // Step 2: append, make durable, make visible; publishers are answered right away.
         self.append_all(&mut publishes, &mut dead_letters, sync_now);
         for p in publishes {
             let _ = p.reply.send(p.result.map(|(_, range)| range));
         }
-        let mut replies_after_acks = Vec::new();
+        // Step 3: source acks of dead letters, after their envelopes are durable.
+        let mut dead_acks = Vec::new();
         for d in dead_letters {
             match (d.result, d.source_acks) {
                 (Ok(_), Some((topic, group, mut offsets))) => {
                     let ranges = to_ranges(&mut offsets);
-                    acks.push(AckJob {
+                    let reply = d.reply;
+                    dead_acks.push(AckJob {
                         topic,
                         group,
                         ranges,
                         dead: true,
                         result: Ok(()),
-                        reply: d.reply,
+                        reply,
                     });
                 }
-                (result, _) => replies_after_acks.push((d.reply, result.map(|_| ()))),
+                (result, _) => {
+                    let _ = d.reply.send(result.map(|_| ()));
+                }
             }
         }
-        // Step 3 and 4: ack records after the records they refer to; apply; reply.
-        self.write_acks(&mut acks, sync_now);
-        if sync_now {
-            self.sync_dirty();
+        if !dead_acks.is_empty() {
+            self.write_acks(&mut dead_acks, sync_now);
         }
-        for job in acks {
+        for job in dead_acks {
             let _ = job.reply.send(job.result);
         }
-        for (reply, result) in replies_after_acks {
-            let _ = reply.send(result);
+        if sync_now {
+            self.sync_dirty();
         }
         for reply in flushes {
             let _ = reply.send(Ok(()));
