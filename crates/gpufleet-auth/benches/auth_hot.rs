@@ -6,8 +6,8 @@
 //! Run: `cargo bench -p gpufleet-auth --bench auth_hot`.
 
 use gpufleet_auth::{
-    AccessRequest, Actor, AuditLog, AuditLogConfig, AuthOptions, AuthService, LimitClass, LocalRateLimiter,
-    MetaStore, NewKey, Outcome, Owner, Permission, RateLimitConfig, Role, SqliteMetaStore,
+    AccessRequest, Actor, AuditLog, AuditLogConfig, AuthOptions, AuthService, LimitClass, LocalRateLimiter, MetaStore,
+    NewKey, Outcome, Owner, Permission, RateLimitConfig, Role, SqliteMetaStore,
 };
 use gpufleet_runtime::{Shutdown, Supervisor};
 use std::{
@@ -46,7 +46,8 @@ async fn run() -> anyhow::Result<()> {
     let store = Arc::new(SqliteMetaStore::open(&dir.path().join("meta.db")).await?);
     // The queue holds every record of the run, so the figures are the enqueue cost, not the
     // writer's throughput (reported separately below).
-    let (log, writer) = AuditLog::new(store.clone(), AuditLogConfig { capacity: ITERATIONS + WARMUP + 16, max_batch: 512 });
+    let (log, writer) =
+        AuditLog::new(store.clone(), AuditLogConfig { capacity: ITERATIONS + WARMUP + 16, max_batch: 512 });
     let mut sup = Supervisor::new(Shutdown::new());
     sup.spawn(writer);
     // Quotas high enough that the hot key is never limited: the checks still run every time.
@@ -54,7 +55,13 @@ async fn run() -> anyhow::Result<()> {
     let limits = RateLimitConfig { management_per_minute: huge, inference_per_minute: huge, ..Default::default() };
     let options = AuthOptions { limiter: Arc::new(LocalRateLimiter::new(&limits)), ..Default::default() };
     let service = AuthService::new(store.clone(), log, options);
-    let new = NewKey { owner: Owner::new("bench")?, role: Role::Operator, label: None, expires_at_ms: None, allowed_models: None };
+    let new = NewKey {
+        owner: Owner::new("bench")?,
+        role: Role::Operator,
+        label: None,
+        expires_at_ms: None,
+        allowed_models: None,
+    };
     let created = service.create_key(new, &Actor::default(), now_ms()).await?;
     let header = format!("Bearer {}", created.key.expose_secret());
     let req = AccessRequest {

@@ -137,7 +137,16 @@ mod tests {
     #[test]
     fn default_allows_loopback_and_private_ranges_only() {
         let a = IpAllowlist::default();
-        for ok in ["127.0.0.1", "::1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "fd00::1", "::ffff:10.0.0.1"] {
+        for ok in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(a.allows(ip(ok)), "{ok}");
         }
         for no in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "::2", "169.254.1.1"] {
@@ -152,7 +161,8 @@ mod tests {
         assert!(a.allows(ip("203.0.113.7")));
         assert!(!a.allows(ip("127.0.0.1")));
         assert_eq!(IpAllowlist::new(Vec::new()), Err(AllowlistError::Empty));
-        let c: AllowlistConfig = toml::from_str("allow = [\"0.0.0.0/0\"]\ntrusted_proxies = [\"10.0.0.5/32\"]").unwrap();
+        let c: AllowlistConfig =
+            toml::from_str("allow = [\"0.0.0.0/0\"]\ntrusted_proxies = [\"10.0.0.5/32\"]").unwrap();
         assert!(IpAllowlist::new(c.allow).unwrap().allows(ip("8.8.8.8")));
         assert!(toml::from_str::<AllowlistConfig>("allow = [\"10.0.0.0/33\"]").is_err());
     }

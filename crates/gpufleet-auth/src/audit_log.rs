@@ -70,7 +70,8 @@ impl AuditLog {
     /// A handle and the worker that writes what it queues to `store`.
     pub fn new(store: Arc<dyn MetaStore>, config: AuditLogConfig) -> (AuditLog, AuditWriter) {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
-        let writer = AuditWriter { rx, store, max_batch: config.max_batch.max(1), pending: Vec::new(), waiters: Vec::new() };
+        let writer =
+            AuditWriter { rx, store, max_batch: config.max_batch.max(1), pending: Vec::new(), waiters: Vec::new() };
         (AuditLog { tx }, writer)
     }
 

@@ -102,7 +102,10 @@ mod tests {
             assert_eq!(e.status_code(), code, "{e}");
             assert_eq!(e.retry_after().is_some(), code == 429, "{e}");
         }
-        assert_eq!(AuthError::RateLimited(RetryAfter(Duration::from_millis(1500))).to_string(), "rate limit exceeded; retry in 2s");
+        assert_eq!(
+            AuthError::RateLimited(RetryAfter(Duration::from_millis(1500))).to_string(),
+            "rate limit exceeded; retry in 2s"
+        );
         assert_eq!(AuthError::IpNotAllowed(IpAddr::from([8, 8, 8, 8])).audit_action(), "auth.ip_denied");
         assert_eq!(AuthError::Forbidden(Permission::FleetWrite).audit_action(), "auth.denied");
         assert_eq!(AuthError::Revoked.audit_action(), "auth.failed");

@@ -45,8 +45,9 @@ impl Identity {
     }
 }
 
-/// Everything [`crate::AuthService::check_access`] needs from one HTTP request.
-#[derive(Clone, Copy, Debug)]
+/// Everything [`crate::AuthService::check_access`] needs from one HTTP request. Its `Debug` never
+/// shows the credential.
+#[derive(Clone, Copy)]
 pub struct AccessRequest<'a> {
     /// The TCP peer.
     pub peer: SocketAddr,
@@ -73,6 +74,21 @@ pub struct Access {
     pub identity: Arc<Identity>,
     /// The client address (after trusted-proxy resolution).
     pub client_ip: IpAddr,
+}
+
+impl std::fmt::Debug for AccessRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessRequest")
+            .field("peer", &self.peer)
+            .field("x_forwarded_for", &self.x_forwarded_for)
+            .field("credential", &self.credential.map(|_| "<redacted>"))
+            .field("class", &self.class)
+            .field("permission", &self.permission)
+            .field("method", &self.method)
+            .field("route", &self.route)
+            .field("request_id", &self.request_id)
+            .finish()
+    }
 }
 
 impl AccessRequest<'_> {
@@ -145,6 +161,10 @@ mod tests {
             request_id: Some("req-1"),
         };
         let e = req.audit_entry(None, Some(req.peer.ip()), "host.restart", "gpu-3", Outcome::Denied, 42);
+        let key = ApiKey::generate();
+        let with_key = AccessRequest { credential: Some(key.expose_secret().as_bytes()), ..req };
+        let shown = format!("{with_key:?}");
+        assert!(!shown.contains(&key.expose_secret()[12..]) && shown.contains("<redacted>"), "{shown}");
         assert_eq!((e.method.as_str(), e.route.as_str(), e.target.as_str()), ("POST", req.route, "gpu-3"));
         assert_eq!((e.request_id.as_deref(), e.time_ms, e.key_prefix), (Some("req-1"), 42, None));
     }

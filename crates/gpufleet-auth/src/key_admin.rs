@@ -109,10 +109,9 @@ impl AuthService {
         if new.expires_at_ms.is_some_and(|e| e <= now_ms) {
             return Err(KeyAdminError::Invalid("expires_at must be in the future".into()));
         }
-        let created = self.store_new_key(&new, now_ms, |record| async move {
-            self.store.create_key(&record).await.map(|()| record)
-        })
-        .await?;
+        let created = self
+            .store_new_key(&new, now_ms, |record| async move { self.store.create_key(&record).await.map(|()| record) })
+            .await?;
         self.record_key_event(by, action::KEY_CREATED, created.key.prefix(), now_ms).await;
         Ok(created)
     }
@@ -197,7 +196,13 @@ impl AuthService {
             return Ok(Bootstrap::Existing);
         }
         let owner = Owner::new("admin").map_err(|e| KeyAdminError::Invalid(e.to_string()))?;
-        let new = NewKey { owner, role: Role::Admin, label: Some("bootstrap".into()), expires_at_ms: None, allowed_models: None };
+        let new = NewKey {
+            owner,
+            role: Role::Admin,
+            label: Some("bootstrap".into()),
+            expires_at_ms: None,
+            allowed_models: None,
+        };
         let (outcome, prefix) = match imported {
             Some(key) => {
                 let mut record = KeyRecord::new(key.prefix(), key.hash(), new.owner, Role::Admin, now_ms);

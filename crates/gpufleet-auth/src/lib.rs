@@ -12,7 +12,8 @@
 //! - [`role`], [`permission`]: [`Role`], [`Permission`], the bitset [`PermissionTable`] and its
 //!   TOML refinement.
 //! - [`record`]: [`KeyRecord`] (what is stored about a key) and [`Owner`].
-//! - [`audit`]: [`AuditEntry`], [`AuditRecord`], the hash chain and [`ChainVerifier`].
+//! - [`audit`]: [`AuditEntry`], [`AuditRecord`], the record hash; `audit/chain.rs`: [`ChainVerifier`]
+//!   and [`VerifyReport`], the chain check every store shares.
 //! - [`audit_log`]: [`AuditLog`] (queue) and the batching [`AuditWriter`] worker.
 //! - [`metastore`]: the [`MetaStore`] trait and [`StoreError`].
 //! - [`sqlite`]: [`SqliteMetaStore`], the embedded implementation (migrations in `migrations/sqlite`).
@@ -47,7 +48,9 @@ pub mod sqlite;
 pub mod testsuite;
 
 pub use allowlist::{client_ip, AllowlistConfig, IpAllowlist};
-pub use audit::{AuditEntry, AuditFilter, AuditRecord, BrokenReason, BrokenRecord, ChainHash, ChainVerifier, Outcome, VerifyReport};
+pub use audit::{
+    AuditEntry, AuditFilter, AuditRecord, BrokenReason, BrokenRecord, ChainHash, ChainVerifier, Outcome, VerifyReport,
+};
 pub use audit_log::{AuditLog, AuditLogConfig, AuditLogError, AuditWriter};
 pub use config::{AuthConfig, AuthConfigError};
 pub use error::AuthError;

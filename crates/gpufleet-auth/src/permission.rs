@@ -199,8 +199,7 @@ impl PermissionTable {
     pub fn from_config(config: &PermissionsConfig) -> Result<Self, PermissionConfigError> {
         let mut table = Self::default();
         for (role_name, entries) in &config.0 {
-            let role: Role =
-                role_name.parse().map_err(|_| PermissionConfigError::UnknownRole(role_name.clone()))?;
+            let role: Role = role_name.parse().map_err(|_| PermissionConfigError::UnknownRole(role_name.clone()))?;
             if role == Role::Admin {
                 return Err(PermissionConfigError::AdminIsFixed);
             }

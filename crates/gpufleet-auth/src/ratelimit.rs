@@ -115,12 +115,8 @@ fn quota(per_minute: NonZeroU32, burst: Option<NonZeroU32>) -> Quota {
     Quota::per_minute(per_minute).allow_burst(burst.unwrap_or(per_minute))
 }
 
-type Keyed<C> = governor::RateLimiter<
-    LimitSubject,
-    DefaultKeyedStateStore<LimitSubject>,
-    C,
-    NoOpMiddleware<<C as Clock>::Instant>,
->;
+type Keyed<C> =
+    governor::RateLimiter<LimitSubject, DefaultKeyedStateStore<LimitSubject>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// In-process token buckets, one per (class, subject).
 pub struct LocalRateLimiter<C: Clock = DefaultClock> {

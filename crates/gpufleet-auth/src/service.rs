@@ -7,7 +7,7 @@
 //! [`Access::audit_entry`] and [`AuthService::audit`].
 //!
 //! Authentication of a cached key is a SHA-256, a map lookup and a constant-time compare; the
-//! store is read only for a key not seen within `cache_ttl` (see [`crate::cache`]).
+//! store is read only for a key not seen within `cache_ttl` (see the private `cache` module).
 
 use crate::allowlist::{client_ip, IpAllowlist};
 use crate::audit::{AuditEntry, Outcome};
@@ -220,7 +220,14 @@ impl AuthService {
         Ok(Access { identity: id.clone(), client_ip: ip })
     }
 
-    fn audit_refusal(&self, req: &AccessRequest<'_>, ip: IpAddr, identity: Option<&Identity>, e: &AuthError, now_ms: i64) {
+    fn audit_refusal(
+        &self,
+        req: &AccessRequest<'_>,
+        ip: IpAddr,
+        identity: Option<&Identity>,
+        e: &AuthError,
+        now_ms: i64,
+    ) {
         if let AuthError::RateLimited(_) = e {
             let key = match identity {
                 Some(id) => LimitKey::key(req.class, id.prefix),

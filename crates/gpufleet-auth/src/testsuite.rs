@@ -126,7 +126,8 @@ pub async fn touch_last_used_only_raises(s: &dyn MetaStore) {
 pub async fn audit_append_builds_a_chain(s: &dyn MetaStore) {
     let empty = s.audit_chain_verify().await.expect("verify empty");
     assert_eq!((empty.checked, empty.first_broken), (0, None));
-    let first = s.append_audit(&[entry(1, "job.cancel", "alice"), entry(2, "job.cancel", "bob")]).await.expect("append");
+    let first =
+        s.append_audit(&[entry(1, "job.cancel", "alice"), entry(2, "job.cancel", "bob")]).await.expect("append");
     let second = s.append_audit(&[entry(3, "host.restart", "alice")]).await.expect("append");
     assert_eq!(first.iter().chain(&second).map(|r| r.id).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(first[1].prev_hash, first[0].hash);
@@ -159,7 +160,8 @@ pub async fn concurrent_appends_stay_linear(s: Arc<dyn MetaStore>) {
 
 /// Queries filter by time, actor (prefix or owner), action and id, newest first, limited.
 pub async fn audit_query_filters(s: &dyn MetaStore) {
-    let mut entries: Vec<_> = (1..=6).map(|t| entry(t * 10, if t % 2 == 0 { "job.cancel" } else { "key.created" }, "alice")).collect();
+    let mut entries: Vec<_> =
+        (1..=6).map(|t| entry(t * 10, if t % 2 == 0 { "job.cancel" } else { "key.created" }, "alice")).collect();
     entries[5].owner = Some(Owner::new("bob").expect("owner"));
     entries[5].key_prefix = Some(KeyPrefix::parse("bbbbbbbb").expect("prefix"));
     s.append_audit(&entries).await.expect("append");

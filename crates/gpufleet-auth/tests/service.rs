@@ -112,8 +112,10 @@ async fn expired_unknown_and_malformed_credentials_are_401() -> anyhow::Result<(
     for e in [expired, err] {
         assert_eq!(e.status_code(), 401);
     }
-    let past = h.service.create_key(
-        NewKey { expires_at_ms: Some(NOW), ..new_key("dan", Role::User) }, &Actor::default(), NOW).await;
+    let past = h
+        .service
+        .create_key(NewKey { expires_at_ms: Some(NOW), ..new_key("dan", Role::User) }, &Actor::default(), NOW)
+        .await;
     assert_eq!(past.unwrap_err().status_code(), 400);
     Ok(())
 }
@@ -127,7 +129,9 @@ async fn check_access_runs_every_check_and_audits_refusals() -> anyhow::Result<(
     let ok = h.service.check_access(&request(Some(cred), Permission::FleetRead), NOW).await?;
     assert_eq!((ok.identity.owner.as_str(), ok.client_ip.to_string().as_str()), ("vic", "10.1.2.3"));
     let mutation = request(Some(cred), Permission::FleetRead);
-    h.service.audit(ok.audit_entry(&mutation, "silence.create", "host-4", gpufleet_auth::Outcome::Success, NOW)).await?;
+    h.service
+        .audit(ok.audit_entry(&mutation, "silence.create", "host-4", gpufleet_auth::Outcome::Success, NOW))
+        .await?;
 
     let denied = h.service.check_access(&request(Some(cred), Permission::FleetWrite), NOW).await.unwrap_err();
     assert!(matches!(denied, AuthError::Forbidden(Permission::FleetWrite)), "{denied:?}");
@@ -232,5 +236,21 @@ async fn the_audit_writer_drains_on_shutdown() -> anyhow::Result<()> {
     let records = store.query_audit(&gpufleet_auth::AuditFilter::default()).await?;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].entry.action, action::KEY_CREATED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn maintenance_writes_last_use_and_applies_retention() -> anyhow::Result<()> {
+    let h = Harness::new(AuthOptions::default()).await?;
+    let k = h.service.create_key(new_key("hal", Role::User), &Actor::default(), NOW).await?;
+    h.service.authenticate(Some(k.key.expose_secret().as_bytes()), NOW + 5).await?;
+    h.service.audit_log().flush().await?;
+    let upkeep =
+        gpufleet_auth::AuthMaintenance::new(h.service.clone(), Duration::from_secs(10), Some(Duration::from_secs(60)));
+    upkeep.run_once(NOW + 61_000).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(h.store.get_key_by_prefix(&k.key.prefix()).await?.unwrap().last_used_ms, Some(NOW + 5));
+    assert!(h.store.query_audit(&gpufleet_auth::AuditFilter::default()).await?.is_empty(), "the old record is gone");
+    let report = h.store.audit_chain_verify().await?;
+    assert_eq!((report.checked, report.first_broken), (0, None));
     Ok(())
 }

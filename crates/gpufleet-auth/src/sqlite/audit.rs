@@ -39,7 +39,8 @@ async fn anchor(tx: &mut Transaction<'static, Sqlite>) -> Result<(i64, ChainHash
 fn id_and_hash(row: &SqliteRow, table: &str) -> Result<(i64, ChainHash), StoreError> {
     let id: i64 = row.try_get("id").map_err(|e| StoreError::Corrupt(format!("{table}: {e}")))?;
     let hash: Vec<u8> = row.try_get("hash").map_err(|e| StoreError::Corrupt(format!("{table}: {e}")))?;
-    let hash = ChainHash::from_slice(&hash).ok_or_else(|| StoreError::Corrupt(format!("{table}: hash not 32 bytes")))?;
+    let hash =
+        ChainHash::from_slice(&hash).ok_or_else(|| StoreError::Corrupt(format!("{table}: hash not 32 bytes")))?;
     Ok((id, hash))
 }
 
