@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //! - [`Broker`] (this file): the trait every backend implements, and its value types.
-//! - `embedded`: the standalone backend, a durable segment log on disk (see its module doc for the
-//!   file format, fsync policy and crash recovery).
+//! - [`embedded`]: the standalone backend [`EmbeddedBroker`], a durable segment log on disk (see its
+//!   module doc for the file format, fsync policy and crash recovery).
 //! - [`testsuite`]: the one conformance suite every backend must pass (`broker_test_suite!`).
 //!
 //! # Semantics every backend keeps

@@ -416,3 +416,24 @@ async fn one_fetch_hands_out_a_bounded_number_of_bytes() {
     let rest = drain(&b, &t, &g).await;
     assert_eq!(first.len() + rest.len(), 80);
 }
+
+#[tokio::test]
+async fn close_ends_a_waiting_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, g, c) = names();
+    let b = std::sync::Arc::new(EmbeddedBroker::open(config(dir.path(), HOUR, 5)).unwrap());
+    b.create_group(&t, &g).await.unwrap();
+    let waiting = {
+        let b = b.clone();
+        let (t, g) = (t.clone(), g.clone());
+        tokio::spawn(async move { b.fetch(&t, &g, &c, 10, HOUR).await })
+    };
+    // Let the fetch start waiting (if it has not yet, it sees the closed broker at once).
+    tokio::task::yield_now().await;
+    b.close().await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("fetch still waiting after close")
+        .unwrap();
+    assert!(matches!(result, Err(BrokerError::Closed)), "{result:?}");
+}

@@ -422,6 +422,10 @@ impl Broker for EmbeddedBroker {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Waiting fetches return `Closed` now rather than at the end of their wait.
+        for topic in self.shared.topics.read().values() {
+            topic.notify.notify_waiters();
+        }
         let (tx, rx) = oneshot::channel();
         self.ops
             .send(Op::Flush {

@@ -91,6 +91,8 @@ impl LogView {
                 return;
             };
             let upto = to.min(view.end_offset());
+            // Offsets below the first retained one yield no plan (the caller notices them missing).
+            from = from.max(view.seg.base);
             if from < upto {
                 out.push(ReadPlan {
                     seg: view.seg.clone(),
