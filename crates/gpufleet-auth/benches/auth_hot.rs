@@ -18,6 +18,7 @@ use std::{
 
 const ITERATIONS: usize = 200_000;
 const WARMUP: usize = 10_000;
+const COLD_KEYS: usize = 200;
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -107,12 +108,37 @@ async fn run() -> anyhow::Result<()> {
     let authn_took = authn_started.elapsed();
     report("authenticate + authorize", authn);
 
+    // Cache misses: the first use of each key reads the store.
+    let cold_started = Instant::now();
+    let mut cold_keys = Vec::new();
+    for i in 0..COLD_KEYS {
+        let new = NewKey {
+            owner: Owner::new(&format!("cold-{i}"))?,
+            role: Role::User,
+            label: None,
+            expires_at_ms: None,
+            allowed_models: None,
+        };
+        cold_keys.push(format!(
+            "Bearer {}",
+            service.create_key(new, &Actor::default(), now_ms()).await?.key.expose_secret()
+        ));
+    }
+    let mut cold = Vec::with_capacity(COLD_KEYS);
+    for h in &cold_keys {
+        let t0 = Instant::now();
+        service.authenticate(Some(h.as_bytes()), now_ms()).await?;
+        cold.push(t0.elapsed().as_nanos() as u64);
+    }
+    let cold_took = cold_started.elapsed();
+    report("authenticate, cache miss (SQLite read)", cold);
+
     let started = Instant::now();
     service.audit_log().flush().await?;
     let drained = started.elapsed();
     let report_chain = store.audit_chain_verify().await?;
     let total = report_chain.checked;
-    let writer_secs = (loop_took + authn_took + drained).as_secs_f64();
+    let writer_secs = (loop_took + authn_took + cold_took + drained).as_secs_f64();
     println!(
         "audit writer: {total} records stored in ≤ {writer_secs:.2} s (≥ {:.0} records/s, synchronous=FULL); chain ok: {}",
         total as f64 / writer_secs,
