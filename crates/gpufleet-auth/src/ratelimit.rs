@@ -2,8 +2,9 @@
 //! ([`LocalRateLimiter`], a GCRA token bucket per key).
 //!
 //! A request is checked once per subject it has — its client IP, and its API key prefix once
-//! authenticated — in the quota of its [`LimitClass`]: management routes (default 30/min) or the
-//! inference gateway (default 600/min). A refusal carries a [`RetryAfter`] for the `Retry-After`
+//! authenticated — in the quota of its [`LimitClass`]: management routes (default 30/min),
+//! telemetry ingest and reads (default 12,000/min: streamers, agents and dashboards are chatty by
+//! design), or the inference gateway (default 600/min). A refusal carries a [`RetryAfter`] for the `Retry-After`
 //! header of the 429.
 //!
 //! The trait is async so a distributed implementation (Redis, shared by every replica) can make a
@@ -24,8 +25,10 @@ use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitClass {
-    /// Management and read routes (`/api/v1/…`).
+    /// Management routes: changes and administration (`/api/v1/…`).
     Management,
+    /// Telemetry ingest and telemetry/inventory reads.
+    Telemetry,
     /// The inference gateway (`/v1/…`).
     Inference,
 }
@@ -94,11 +97,16 @@ pub struct RateLimitConfig {
     pub inference_per_minute: NonZeroU32,
     /// Largest inference burst; defaults to `inference_per_minute`.
     pub inference_burst: Option<NonZeroU32>,
+    /// Telemetry ingest and read requests per minute, per key and per IP.
+    pub telemetry_per_minute: NonZeroU32,
+    /// Largest telemetry burst; defaults to `telemetry_per_minute`.
+    pub telemetry_burst: Option<NonZeroU32>,
 }
 
 // Evaluated at compile time: a zero here fails the build, never a run.
 const DEFAULT_MANAGEMENT_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).unwrap();
 const DEFAULT_INFERENCE_PER_MINUTE: NonZeroU32 = NonZeroU32::new(600).unwrap();
+const DEFAULT_TELEMETRY_PER_MINUTE: NonZeroU32 = NonZeroU32::new(12_000).unwrap();
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
@@ -107,6 +115,8 @@ impl Default for RateLimitConfig {
             management_burst: None,
             inference_per_minute: DEFAULT_INFERENCE_PER_MINUTE,
             inference_burst: None,
+            telemetry_per_minute: DEFAULT_TELEMETRY_PER_MINUTE,
+            telemetry_burst: None,
         }
     }
 }
@@ -122,6 +132,7 @@ type Keyed<C> =
 pub struct LocalRateLimiter<C: Clock = DefaultClock> {
     management: Keyed<C>,
     inference: Keyed<C>,
+    telemetry: Keyed<C>,
     clock: C,
 }
 
@@ -139,6 +150,7 @@ impl<C: Clock + Clone> LocalRateLimiter<C> {
         Self {
             management: make(quota(config.management_per_minute, config.management_burst)),
             inference: make(quota(config.inference_per_minute, config.inference_burst)),
+            telemetry: make(quota(config.telemetry_per_minute, config.telemetry_burst)),
             clock,
         }
     }
@@ -148,6 +160,7 @@ impl<C: Clock + Clone> LocalRateLimiter<C> {
         let limiter = match key.class {
             LimitClass::Management => &self.management,
             LimitClass::Inference => &self.inference,
+            LimitClass::Telemetry => &self.telemetry,
         };
         limiter.check_key(&key.subject).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -157,7 +170,7 @@ impl<C: Clock + Clone> LocalRateLimiter<C> {
 
     /// Buckets held in memory.
     pub fn len(&self) -> usize {
-        self.management.len() + self.inference.len()
+        self.management.len() + self.inference.len() + self.telemetry.len()
     }
 
     /// Whether no bucket is held.
@@ -185,8 +198,10 @@ where
     fn prune(&self) {
         self.management.retain_recent();
         self.inference.retain_recent();
+        self.telemetry.retain_recent();
         self.management.shrink_to_fit();
         self.inference.shrink_to_fit();
+        self.telemetry.shrink_to_fit();
     }
 }
 
