@@ -285,7 +285,7 @@ impl Broker for EmbeddedBroker {
             let (first, end) = topic.bounds();
             let claim = {
                 let mut state = group.state.lock();
-                state.touch(consumer, now);
+                state.touch(consumer, now, self.limits);
                 let limit = topic.fetch_limit(state.next_new(first));
                 state.claim(now, max, (first, end.min(limit)), self.limits)
             };

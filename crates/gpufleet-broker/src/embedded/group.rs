@@ -15,6 +15,9 @@ use rustc_hash::FxHashMap;
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 use tokio::time::Instant;
 
+/// Consumers remembered before idle ones are dropped (see [`GroupState::touch`]).
+const MAX_IDLE_CONSUMERS: usize = 1024;
+
 /// A consumer group of one topic.
 #[derive(Debug)]
 pub(crate) struct Group {
@@ -105,11 +108,17 @@ impl GroupState {
         }
     }
 
-    /// Records that `consumer` fetched at `now`.
-    pub(crate) fn touch(&mut self, consumer: &ConsumerName, now: Instant) {
+    /// Records that `consumer` fetched at `now` (forgetting consumers idle for longer than the
+    /// visibility timeout once there are many, so per-request consumer names cannot grow the map).
+    pub(crate) fn touch(&mut self, consumer: &ConsumerName, now: Instant, limits: Limits) {
         match self.consumers.get_mut(consumer) {
             Some(at) => *at = now,
             None => {
+                if self.consumers.len() >= MAX_IDLE_CONSUMERS {
+                    let visibility = limits.visibility;
+                    self.consumers
+                        .retain(|_, at| now.saturating_duration_since(*at) < visibility);
+                }
                 self.consumers.insert(consumer.clone(), now);
             }
         }
