@@ -7,8 +7,8 @@
 //!     [--fsync per-batch|never|<ms>] [--max-seconds 60] [--dir PATH] [--backlog] [--workers 2]
 //! ```
 //! Prints messages/s and payload MB/s for publish + fetch + ack together (time from the first
-//! publish until the last ack returned). `--backlog`: publish everything before consuming (to
-//! watch memory with a deep log).
+//! publish until the last ack returned). `--backlog`: publish everything, close and reopen the
+//! broker (timing recovery), then consume (to watch memory and recovery with a deep log).
 
 use bytes::Bytes;
 use gpufleet_broker::{Broker, BrokerConfig, EmbeddedBroker, FsyncPolicy};
@@ -86,7 +86,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir_in(args.dir.as_deref().unwrap_or("."))?;
     let mut config = BrokerConfig::new(tmp.path());
     config.fsync = args.fsync;
-    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::open(config)?);
+    let mut broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::open(config.clone())?);
     let (topic, group) = (TopicName::new("bench"), GroupName::new("consumers"));
     broker.create_group(&topic, &group).await?;
 
@@ -122,6 +122,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "backlog of {} messages published in {:.2} s",
             batches * args.batch,
             start.elapsed().as_secs_f64()
+        );
+        broker.close().await?;
+        drop(broker);
+        let reopen = Instant::now();
+        broker = Arc::new(EmbeddedBroker::open(config)?);
+        println!(
+            "closed and reopened (recovery scan) in {:.2} s",
+            reopen.elapsed().as_secs_f64()
         );
     }
     let consumer = {
