@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`app`]: builds the router from an [`AppState`] (separate from `main` so tests use `oneshot`).
 //! - [`state`]: [`AppState`] and [`ApiSettings`].
+//! - [`auth`]: the security middleware (headers, request ids, guard, audit of changes).
 //! - [`error`]: [`ApiError`], the one place domain errors become HTTP statuses.
 //! - [`params`]: query-string parsing that names the bad parameter.
 //! - `routes/`: one module per resource (`system`, `gpus`, `ingest`, `broker`, `export`), each
@@ -12,6 +13,7 @@
 //! - `openapi.json`: the OpenAPI document served at `/api/v1/openapi.json`; a test checks it lists
 //!   every route.
 
+pub mod auth;
 pub mod error;
 pub mod params;
 mod prom;
@@ -19,5 +21,5 @@ mod routes;
 pub mod state;
 
 pub use error::ApiError;
-pub use routes::{app, ROUTES};
+pub use routes::{app, guard_of, Guard, RouteSpec, ROUTES};
 pub use state::{ApiSettings, AppState};

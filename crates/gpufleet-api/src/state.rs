@@ -1,5 +1,6 @@
 //! What handlers are given: backends as trait objects, shared metrics, worker status, settings.
 
+use gpufleet_auth::AuthService;
 use gpufleet_broker::Broker;
 use gpufleet_core::TopicName;
 use gpufleet_runtime::supervisor::StatusHandle;
@@ -21,6 +22,8 @@ pub struct ApiSettings {
     pub default_host: Option<String>,
     /// Largest request body in bytes.
     pub body_limit_bytes: usize,
+    /// Whether `/metrics` answers without a key.
+    pub metrics_public: bool,
 }
 
 impl Default for ApiSettings {
@@ -31,6 +34,7 @@ impl Default for ApiSettings {
             max_query_points: 100_000,
             default_host: None,
             body_limit_bytes: 64 << 20,
+            metrics_public: true,
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct AppState {
     pub workers: Option<StatusHandle>,
     /// Settings.
     pub settings: Arc<ApiSettings>,
+    /// Authentication, permissions, rate limits and audit. `None` only when explicitly disabled.
+    pub auth: Option<Arc<AuthService>>,
 }
 
 impl AppState {
@@ -57,7 +63,13 @@ impl AppState {
     pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn MetricStore>, metrics: PipelineMetrics, settings: ApiSettings) -> Self {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        Self { broker, store, metrics, registry: Arc::new(registry), workers: None, settings: Arc::new(settings) }
+        Self { broker, store, metrics, registry: Arc::new(registry), workers: None, settings: Arc::new(settings), auth: None }
+    }
+
+    /// Turns on authentication with this service.
+    pub fn with_auth(mut self, auth: Arc<AuthService>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Adds the worker status handle.

@@ -21,12 +21,18 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Server address for client commands.
+/// Server address and credentials for client commands.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArg {
     /// URL of a running gpufleet server.
     #[arg(long, env = "GPUFLEET_URL", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// API key (sent as `Authorization: Bearer`).
+    #[arg(long, env = "GPUFLEET_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Extra CA certificate (PEM) to trust, e.g. a self-signed server certificate.
+    #[arg(long, env = "GPUFLEET_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Listener and data directory flags shared by `up` and `demo`.
@@ -38,6 +44,15 @@ pub struct ServeArgs {
     /// Data directory (overrides server.data_dir).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (overrides server.tls_cert).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (overrides server.tls_key).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (a proxy terminates TLS).
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 /// Subcommands.
@@ -94,6 +109,21 @@ pub enum Command {
     },
     /// Export a time range as CSV or Parquet.
     Export(ExportArgs),
+    /// API keys: create, list, revoke, rotate.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The audit log: list records, verify the hash chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// TLS certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -111,6 +141,112 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective values.
     Check {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `keys …`
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once.
+    Create {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Who the key belongs to.
+        #[arg(long)]
+        owner: String,
+        /// admin, operator, user or viewer.
+        #[arg(long)]
+        role: String,
+        /// Expires after this long, e.g. 30d.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Models it may use through the gateway (comma-separated; default all).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Free text shown in listings.
+        #[arg(long)]
+        label: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the secrets).
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by prefix; it stops working at once.
+    Revoke {
+        /// Key prefix (from `keys list`).
+        prefix: String,
+        #[command(flatten)]
+        server: ServerArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key: a new one with the same owner and role; the old one is revoked.
+    Rotate {
+        /// Key prefix.
+        prefix: String,
+        #[command(flatten)]
+        server: ServerArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `audit …`
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Audit records, newest first.
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Since: RFC 3339 or relative like -1d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Key prefix or owner.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Action, e.g. request, auth.failed, key.created.
+        #[arg(long)]
+        action: Option<String>,
+        /// Most records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify the tamper-evidence chain; exits 1 and names the first broken record if edited.
+    Verify {
+        #[command(flatten)]
+        server: ServerArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `certs …`
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Write a self-signed certificate and key (cert.pem, key.pem) for localhost and --host names.
+    Generate {
+        /// Output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Extra host names or IPs the certificate is valid for.
+        #[arg(long)]
+        host: Vec<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

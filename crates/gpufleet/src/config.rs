@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub store: StoreSection,
     /// Telemetry pipeline.
     pub telemetry: TelemetrySection,
+    /// Security: rate limits, IP allowlist, permission refinements, audit (see `docs/security.md`).
+    pub auth: gpufleet_auth::AuthConfig,
 }
 
 /// `[server]`
@@ -39,11 +41,34 @@ pub struct ServerSection {
     pub body_limit_bytes: u64,
     /// How long shutdown waits for in-flight work before giving up. Default `10s`.
     pub shutdown_grace: String,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS. Default none.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`. Default none.
+    pub tls_key: String,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS). Default none.
+    pub tls_client_ca: String,
+    /// Allow plain HTTP on a non-loopback address (a proxy in front terminates TLS). Default false.
+    pub insecure_http: bool,
+    /// Serve `/metrics` without an API key (Prometheus scrapes). Default true.
+    pub metrics_public: bool,
+    /// Require API keys. Turning this off is for benchmarks on loopback only. Default true.
+    pub auth: bool,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), data_dir: "gpufleet-data".into(), body_limit_bytes: 64 << 20, shutdown_grace: "10s".into() }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "gpufleet-data".into(),
+            body_limit_bytes: 64 << 20,
+            shutdown_grace: "10s".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
+            insecure_http: false,
+            metrics_public: true,
+            auth: true,
+        }
     }
 }
 
@@ -172,6 +197,18 @@ pub struct Settings {
     pub stale_after: Duration,
     /// Default host.
     pub default_host: String,
+    /// TLS certificate and key, when HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Client CA for mTLS.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Plain HTTP allowed off loopback.
+    pub insecure_http: bool,
+    /// `/metrics` without a key.
+    pub metrics_public: bool,
+    /// Authentication on.
+    pub auth_enabled: bool,
+    /// The `[auth]` section.
+    pub auth: gpufleet_auth::AuthConfig,
 }
 
 fn dur(key: &str, s: &str) -> Result<Duration> {
@@ -209,6 +246,19 @@ impl FileConfig {
         if !matches!(self.log.format.as_str(), "human" | "json") {
             bail!("log.format: {:?} must be \"human\" or \"json\"", self.log.format);
         }
+        let tls = match (self.server.tls_cert.as_str(), self.server.tls_key.as_str()) {
+            ("", "") => None,
+            ("", _) | (_, "") => bail!("server.tls_cert and server.tls_key go together: give both or neither"),
+            (c, k) => Some((PathBuf::from(c), PathBuf::from(k))),
+        };
+        let tls_client_ca = Some(PathBuf::from(&self.server.tls_client_ca)).filter(|p| !p.as_os_str().is_empty());
+        if tls_client_ca.is_some() && tls.is_none() {
+            bail!("server.tls_client_ca needs server.tls_cert and server.tls_key");
+        }
+        if !self.server.auth && !listen.ip().is_loopback() {
+            bail!("server.auth = false is only allowed on a loopback listener (it is meant for benchmarks)");
+        }
+        self.auth.build_options().map_err(|e| anyhow::anyhow!("{e}"))?;
         let data_dir = self.server.data_dir.clone();
         let mut broker = BrokerConfig::new(data_dir.join("broker"));
         broker.visibility_timeout = dur("broker.visibility_timeout", &self.broker.visibility_timeout)?;
@@ -237,6 +287,12 @@ impl FileConfig {
             fetch_max: self.telemetry.fetch_max_messages as usize,
             stale_after: dur("telemetry.stale_after", &self.telemetry.stale_after)?,
             default_host: self.telemetry.default_host.clone(),
+            tls,
+            tls_client_ca,
+            insecure_http: self.server.insecure_http,
+            metrics_public: self.server.metrics_public,
+            auth_enabled: self.server.auth,
+            auth: self.auth.clone(),
         })
     }
 }
@@ -284,6 +340,32 @@ pub fn load(path: Option<&Path>, env: &[(String, String)], overrides: &[(&str, t
     }
     let config: FileConfig = merged.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration after applying environment and flags: {e}"))?;
     Ok(Loaded { config, file, env_applied })
+}
+
+/// Hides passwords in URLs (`scheme://user:secret@host` → `scheme://user:***@host`) before a
+/// configuration is printed or logged.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '/').unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => out.push_str(&format!("{}:***{}", &userinfo[..colon], &authority[at..])),
+                    None => out.push_str(authority),
+                }
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn env_key(defaults: &toml::Value, rest: &str) -> Option<String> {
@@ -336,6 +418,21 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_hides_url_passwords_only() {
+        assert_eq!(redact("broker = \"redis://:hunter2@10.0.0.1:6379\""), "broker = \"redis://:***@10.0.0.1:6379\"");
+        assert_eq!(redact("postgres://gpu:s3cret@db/test and http://host/x"), "postgres://gpu:***@db/test and http://host/x");
+        assert_eq!(redact("no urls here"), "no urls here");
+    }
+
+    #[test]
+    fn tls_pairs_and_auth_off_are_checked() {
+        let l = load(None, &[("GPUFLEET_SERVER_TLS_CERT".into(), "/c.pem".into())], &[]).unwrap();
+        assert!(format!("{:#}", l.config.validate().unwrap_err()).contains("tls_key"));
+        let l = load(None, &[("GPUFLEET_SERVER_AUTH".into(), "false".into()), ("GPUFLEET_SERVER_LISTEN".into(), "0.0.0.0:80".into())], &[]).unwrap();
+        assert!(format!("{:#}", l.config.validate().unwrap_err()).contains("loopback"));
+    }
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let p = dir.join("gpufleet.toml");

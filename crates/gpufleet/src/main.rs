@@ -11,12 +11,14 @@ mod cli;
 mod client;
 mod config;
 mod demo;
+mod serve;
 mod server;
 mod stream;
+mod tls;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cli::{BenchCommand, Cli, Command, ConfigCommand, ServeArgs};
+use cli::{AuditCommand, BenchCommand, CertsCommand, Cli, Command, ConfigCommand, KeysCommand, ServeArgs};
 use gpufleet_runtime::shutdown::os_signal;
 use gpufleet_runtime::Shutdown;
 use std::process::ExitCode;
@@ -48,6 +50,13 @@ fn serve_overrides<'a>(cli: &'a Cli, serve: Option<&'a ServeArgs>) -> Vec<(&'sta
         }
         if let Some(d) = &s.data_dir {
             o.push(("server.data_dir", toml::Value::String(d.display().to_string())));
+        }
+        if let (Some(c), Some(k)) = (&s.tls_cert, &s.tls_key) {
+            o.push(("server.tls_cert", toml::Value::String(c.display().to_string())));
+            o.push(("server.tls_key", toml::Value::String(k.display().to_string())));
+        }
+        if s.insecure_http {
+            o.push(("server.insecure_http", toml::Value::Boolean(true)));
         }
     }
     if let Some(f) = &cli.log_format {
@@ -101,7 +110,10 @@ async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Up(_) => {
             let server = server::start(&settings, shutdown.clone()).await?;
-            println!("gpufleet listening on http://{} (data in {})", server.addr, settings.data_dir.display());
+            println!("gpufleet listening on {}://{} (data in {})", server.scheme, server.addr, settings.data_dir.display());
+            if let Some(key) = &server.bootstrap_key {
+                println!("bootstrap admin key (shown once; store it now, e.g. export GPUFLEET_API_KEY=...): {key}");
+            }
             server.wait().await
         }
         Command::Demo { exit_after_replay, serve } => demo::run(settings, serve.data_dir.is_some(), *exit_after_replay, shutdown).await,
@@ -114,23 +126,46 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Gpus { server, host, json } => client::gpus(&server.server, host.clone(), *json).await,
-        Command::Hosts { server, json } => client::hosts(&server.server, *json).await,
+        Command::Gpus { server, host, json } => client::gpus(server, host.clone(), *json).await,
+        Command::Hosts { server, json } => client::hosts(server, *json).await,
         Command::Telemetry(a) => client::telemetry(a).await,
-        Command::Topics { server, json } => client::topics(&server.server, *json).await,
-        Command::Stats { server, json } => client::stats(&server.server, *json).await,
+        Command::Topics { server, json } => client::topics(server, *json).await,
+        Command::Stats { server, json } => client::stats(server, *json).await,
+        Command::Keys { command } => match command {
+            KeysCommand::Create { server, owner, role, expires_in, models, label, json } => {
+                client::keys_create(server, owner, role, expires_in.clone(), models, label.clone(), *json).await
+            }
+            KeysCommand::List { server, json } => client::keys_list(server, *json).await,
+            KeysCommand::Revoke { prefix, server, json } => client::keys_change(server, prefix, false, *json).await,
+            KeysCommand::Rotate { prefix, server, json } => client::keys_change(server, prefix, true, *json).await,
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::List { server, since, actor, action, limit, json } => {
+                client::audit_list(server, since.clone(), actor.clone(), action.clone(), *limit, *json).await
+            }
+            AuditCommand::Verify { server, json } => client::audit_verify(server, *json).await,
+        },
+        Command::Certs { command: CertsCommand::Generate { out, host, json } } => {
+            let (cert, key) = tls::generate(out, host)?;
+            if *json {
+                println!("{}", serde_json::json!({ "cert": cert, "key": key }));
+            } else {
+                println!("wrote {} and {} (key mode 0600)\nserve with: gpufleet up --tls-cert {} --tls-key {}", cert.display(), key.display(), cert.display(), key.display());
+            }
+            Ok(())
+        }
         Command::Export(a) => client::export(a).await,
         Command::Config { command: ConfigCommand::Check { json } } => {
             if *json {
                 let v = serde_json::json!({ "file": loaded.file, "env": loaded.env_applied, "config": loaded.config });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", config::redact(&serde_json::to_string_pretty(&v)?));
             } else {
                 println!("# configuration is valid");
                 println!("# file: {}", loaded.file.as_ref().map_or("(none; defaults)".to_owned(), |f| f.display().to_string()));
                 if !loaded.env_applied.is_empty() {
                     println!("# environment: {}", loaded.env_applied.join(", "));
                 }
-                print!("{}", toml::to_string_pretty(&loaded.config)?);
+                print!("{}", config::redact(&toml::to_string_pretty(&loaded.config)?));
             }
             Ok(())
         }

@@ -1,11 +1,14 @@
-//! `gpufleet up`: opens the embedded backends, starts the collectors and maintenance workers under
-//! a supervisor, serves the API, and shuts down in order on SIGINT/SIGTERM: stop accepting, drain
-//! in-flight requests, let collectors finish their batch, close the broker, flush the store.
+//! `gpufleet up`: opens the embedded backends and the metadata store (keys, audit), makes the
+//! bootstrap admin key on first start, starts the collectors, the audit writer and maintenance
+//! workers under a supervisor, serves the API (HTTPS when configured), and shuts down in order on
+//! SIGINT/SIGTERM: stop accepting, drain in-flight requests, let collectors finish their batch,
+//! flush the audit queue, close the broker, flush the store.
 
 use crate::config::Settings;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gpufleet_api::{ApiSettings, AppState};
+use gpufleet_auth::{AuditLog, AuthMaintenance, AuthService, Bootstrap, MetaStore, SqliteMetaStore};
 use gpufleet_broker::{Broker, EmbeddedBroker};
 use gpufleet_core::{GroupName, TopicName};
 use gpufleet_runtime::{Shutdown, Supervisor, Worker, WorkerContext, WorkerError};
@@ -21,6 +24,10 @@ use tracing::{info, warn};
 pub struct RunningServer {
     /// Address actually bound.
     pub addr: SocketAddr,
+    /// `https` or `http`.
+    pub scheme: &'static str,
+    /// The bootstrap admin key, when this start generated it (shown once).
+    pub bootstrap_key: Option<String>,
     shutdown: Shutdown,
     task: JoinHandle<Result<()>>,
 }
@@ -40,6 +47,11 @@ impl RunningServer {
 pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningServer> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let lock = lock_data_dir(&settings.data_dir)?;
+    crate::serve::check_plain_http(settings.listen, settings.tls.is_some(), settings.insecure_http)?;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(Arc::new(crate::tls::server_config(cert, key, settings.tls_client_ca.as_deref())?)),
+        None => None,
+    };
     let broker: Arc<dyn Broker> =
         Arc::new(EmbeddedBroker::open(settings.broker.clone()).with_context(|| format!("opening broker in {}", settings.broker.data_dir.display()))?);
     let store: Arc<dyn MetricStore> =
@@ -56,14 +68,26 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningSer
     }
     supervisor.spawn(RetentionWorker { store: store.clone(), interval: settings.retention_interval });
 
+    let (auth, bootstrap_key) = if settings.auth_enabled {
+        let (auth, key) = start_auth(settings, &mut supervisor).await?;
+        (Some(auth), key)
+    } else {
+        warn!("authentication is OFF (server.auth = false): every route is open; use only for benchmarks on loopback");
+        (None, None)
+    };
+
     let api_settings = ApiSettings {
         topic,
         stale_after_ms: settings.stale_after.as_millis() as i64,
         default_host: Some(settings.default_host.clone()),
         body_limit_bytes: settings.body_limit_bytes,
+        metrics_public: settings.metrics_public,
         ..ApiSettings::default()
     };
-    let state = AppState::new(broker.clone(), store.clone(), metrics, api_settings).with_workers(supervisor.status_handle());
+    let mut state = AppState::new(broker.clone(), store.clone(), metrics, api_settings).with_workers(supervisor.status_handle());
+    if let Some(a) = &auth {
+        state = state.with_auth(a.clone());
+    }
     let app = gpufleet_api::app(state);
     let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     let addr = listener.local_addr()?;
@@ -71,14 +95,19 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningSer
 
     let grace = settings.shutdown_grace;
     let sd = shutdown.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown({
-            let sd = sd.clone();
-            async move { sd.wait().await }
-        });
-        let served = serve.await;
+        crate::serve::serve(listener, app, tls, sd, grace).await;
         info!("listener closed; draining workers");
         let t = Instant::now();
+        if let Some(a) = &auth {
+            if let Err(e) = a.audit_log().flush().await {
+                warn!(error = %e, "flushing the audit queue");
+            }
+            if let Err(e) = a.flush_last_used().await {
+                warn!(error = %e, "saving key last-use times");
+            }
+        }
         supervisor.shutdown(grace).await;
         if let Err(e) = broker.close().await {
             warn!(error = %e, "closing broker");
@@ -86,9 +115,36 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningSer
         store.close().await.context("flushing store")?;
         drop(lock);
         info!(took_ms = t.elapsed().as_millis() as u64, "shutdown complete");
-        served.context("http server")
+        Ok(())
     });
-    Ok(RunningServer { addr, shutdown, task })
+    Ok(RunningServer { addr, scheme, bootstrap_key, shutdown, task })
+}
+
+/// Opens the metadata store (SQLite under data_dir), starts the audit writer and auth upkeep,
+/// and makes sure an admin key exists (from `GPUFLEET_ADMIN_KEY`, or generated and returned).
+async fn start_auth(settings: &Settings, supervisor: &mut Supervisor) -> Result<(Arc<AuthService>, Option<String>)> {
+    let path = settings.data_dir.join("meta.db");
+    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMetaStore::open(&path).await.with_context(|| format!("opening metadata store {}", path.display()))?);
+    let log_config = settings.auth.audit_log_config().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (log, writer) = AuditLog::new(meta.clone(), log_config);
+    supervisor.spawn(writer);
+    let options = settings.auth.build_options().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let auth = Arc::new(AuthService::new(meta, log, options));
+    supervisor.spawn(AuthMaintenance::new(auth.clone(), settings.auth.maintenance_interval(), settings.auth.audit_retention()));
+    let env_key = std::env::var("GPUFLEET_ADMIN_KEY").ok().filter(|k| !k.is_empty());
+    let key = match auth.bootstrap_admin(env_key.as_deref(), now_ms()).await? {
+        Bootstrap::Generated(key) => Some(key.expose_secret().to_owned()),
+        Bootstrap::Imported(prefix) => {
+            info!(%prefix, "admin key imported from GPUFLEET_ADMIN_KEY");
+            None
+        }
+        Bootstrap::Existing => None,
+    };
+    Ok((auth, key))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Holds an exclusive lock on the data directory so two servers never share it.

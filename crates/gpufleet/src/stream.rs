@@ -59,8 +59,9 @@ pub async fn run(args: &StreamArgs, shutdown: Shutdown) -> Result<StreamSummary>
             bail!("{}: no such file", f.display());
         }
     }
-    let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(120)).build()?;
-    let url = format!("{}/api/v1/telemetry", args.server.server.trim_end_matches('/'));
+    let api = crate::client::Client::new(&args.server)?;
+    let client = api.http().clone();
+    let url = api.url("/api/v1/telemetry");
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -184,6 +185,9 @@ async fn send(client: &reqwest::Client, url: &str, host: Option<&str>, job: Job,
                     return Ok((job, report, retries));
                 }
                 let text = resp.text().await.unwrap_or_default();
+                if status.as_u16() == 401 || status.as_u16() == 403 {
+                    bail!("server refused the key ({status}): {} — pass --api-key or set GPUFLEET_API_KEY to a key allowed to ingest (TelemetryWrite)", text.trim());
+                }
                 if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
                     format!("server answered {status}: {}", text.trim())
                 } else {

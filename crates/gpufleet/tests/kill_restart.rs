@@ -8,7 +8,7 @@ use common::*;
 use gpufleet_core::BatchBuilder;
 use gpufleet_telemetry::source::{CsvFileReader, CsvDecoder, DecodeOptions, RowErrors};
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 fn distinct_samples(path: &std::path::Path) -> usize {
@@ -45,8 +45,8 @@ fn sigkill_mid_replay_then_restart_stores_every_sample_exactly_once() {
     let data = dir.path().join("data");
     let port = free_port();
     let server = ServerProc::start(&data, port);
-    let streamer = Command::new(BIN)
-        .args(["stream", "--server", &server.url, "--rate", "9000", "--batch", "1000", "--workers", "2", "--json"])
+    let streamer = client(&server.url)
+        .args(["stream", "--rate", "9000", "--batch", "1000", "--workers", "2", "--json"])
         .arg(&csv)
         .env("GPUFLEET_LOG_LEVEL", "error")
         .stdout(Stdio::piped())

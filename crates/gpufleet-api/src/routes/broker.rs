@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::params::Params;
+use super::guarded;
 use crate::state::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
@@ -10,9 +11,10 @@ use gpufleet_core::TopicName;
 use serde_json::json;
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/broker/topics", get(topics))
-        .route("/api/v1/broker/topics/{topic}/dead-letters", get(dead_letters))
+    let r = Router::new();
+    let r = guarded(r, "GET", "/api/v1/broker/topics", get(topics));
+    let r = guarded(r, "GET", "/api/v1/broker/topics/{topic}/dead-letters", get(dead_letters));
+    r
 }
 
 async fn topics(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {

@@ -5,6 +5,7 @@
 
 use crate::error::ApiError;
 use crate::params::Params;
+use super::guarded;
 use crate::state::{now_ms, AppState};
 use axum::extract::{RawQuery, State};
 use axum::http::header;
@@ -15,7 +16,9 @@ use gpufleet_core::{GpuUuid, HostName, MetricName};
 use gpufleet_store::{export, SeriesFilter};
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/telemetry/export", get(export_range))
+    let r = Router::new();
+    let r = guarded(r, "GET", "/api/v1/telemetry/export", get(export_range));
+    r
 }
 
 async fn export_range(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {

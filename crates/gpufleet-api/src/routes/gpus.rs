@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::params::Params;
+use super::guarded;
 use crate::state::{now_ms, AppState};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header;
@@ -16,12 +17,13 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/gpus", get(list_gpus))
-        .route("/api/v1/gpus/{uuid}/telemetry", get(telemetry))
-        .route("/api/v1/hosts", get(list_hosts))
-        .route("/api/v1/hosts/{host}/gpus", get(host_gpus))
-        .route("/api/v1/telemetry/aggregate", get(aggregate))
+    let r = Router::new();
+    let r = guarded(r, "GET", "/api/v1/gpus", get(list_gpus));
+    let r = guarded(r, "GET", "/api/v1/gpus/{uuid}/telemetry", get(telemetry));
+    let r = guarded(r, "GET", "/api/v1/hosts", get(list_hosts));
+    let r = guarded(r, "GET", "/api/v1/hosts/{host}/gpus", get(host_gpus));
+    let r = guarded(r, "GET", "/api/v1/telemetry/aggregate", get(aggregate));
+    r
 }
 
 #[derive(Serialize)]

@@ -8,6 +8,7 @@
 //! are durable when it arrives.
 
 use crate::error::ApiError;
+use super::guarded;
 use crate::state::{now_ms, AppState};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,7 +19,9 @@ use gpufleet_telemetry::ingest::{self, IngestReport};
 use gpufleet_telemetry::source::DecodeOptions;
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/telemetry", post(ingest_telemetry))
+    let r = Router::new();
+    let r = guarded(r, "POST", "/api/v1/telemetry", post(ingest_telemetry));
+    r
 }
 
 async fn ingest_telemetry(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<IngestReport>), ApiError> {

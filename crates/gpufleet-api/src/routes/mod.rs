@@ -1,36 +1,92 @@
-//! The router: every route in one table ([`ROUTES`]) and the layer stack, outer to inner.
+//! The router: every route in one table ([`ROUTES`]) with the permission and rate-limit budget it
+//! needs, and the layer stack, outer to inner.
+//!
+//! Modules add routes only through [`guarded`], which refuses (panics at start-up, caught by
+//! every test) a route that has no entry in [`ROUTES`] — so no route can exist without declaring
+//! who may call it.
 
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
+use axum::routing::MethodRouter;
 use axum::Router;
+use gpufleet_auth::{LimitClass, Permission};
 use std::time::Duration;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+mod audit;
 mod broker;
 mod export;
 mod gpus;
 mod ingest;
+mod keys;
 mod system;
 
-/// Every route as `(method, path)`. The OpenAPI document must list each (a test checks).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("GET", "/ready"),
-    ("GET", "/stats"),
-    ("GET", "/metrics"),
-    ("GET", "/api/v1/openapi.json"),
-    ("GET", "/api/v1/gpus"),
-    ("GET", "/api/v1/gpus/{uuid}/telemetry"),
-    ("GET", "/api/v1/hosts"),
-    ("GET", "/api/v1/hosts/{host}/gpus"),
-    ("GET", "/api/v1/telemetry/aggregate"),
-    ("POST", "/api/v1/telemetry"),
-    ("GET", "/api/v1/telemetry/export"),
-    ("GET", "/api/v1/broker/topics"),
-    ("GET", "/api/v1/broker/topics/{topic}/dead-letters"),
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// Anyone (liveness and readiness probes).
+    Public,
+    /// `/metrics`: public unless `metrics_public` is off, then `MetricsRead`.
+    Metrics,
+    /// A key whose role has the permission; requests count against the budget.
+    Need(Permission, LimitClass),
+}
+
+/// One route of the API.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path pattern as axum matches it.
+    pub path: &'static str,
+    /// Who may call it.
+    pub guard: Guard,
+}
+
+const fn r(method: &'static str, path: &'static str, guard: Guard) -> RouteSpec {
+    RouteSpec { method, path, guard }
+}
+
+use Guard::{Metrics, Need, Public};
+use LimitClass::{Management as M, Telemetry as T};
+use Permission::*;
+
+/// Every route with its guard. The OpenAPI document must list each (a test checks).
+pub const ROUTES: &[RouteSpec] = &[
+    r("GET", "/health", Public),
+    r("GET", "/ready", Public),
+    r("GET", "/metrics", Metrics),
+    r("GET", "/stats", Need(MetricsRead, T)),
+    r("GET", "/api/v1/openapi.json", Need(TelemetryRead, T)),
+    r("GET", "/api/v1/gpus", Need(TelemetryRead, T)),
+    r("GET", "/api/v1/gpus/{uuid}/telemetry", Need(TelemetryRead, T)),
+    r("GET", "/api/v1/hosts", Need(TelemetryRead, T)),
+    r("GET", "/api/v1/hosts/{host}/gpus", Need(TelemetryRead, T)),
+    r("GET", "/api/v1/telemetry/aggregate", Need(TelemetryRead, T)),
+    r("POST", "/api/v1/telemetry", Need(TelemetryWrite, T)),
+    r("GET", "/api/v1/telemetry/export", Need(TelemetryRead, T)),
+    r("GET", "/api/v1/broker/topics", Need(BrokerRead, T)),
+    r("GET", "/api/v1/broker/topics/{topic}/dead-letters", Need(BrokerRead, T)),
+    r("POST", "/api/v1/keys", Need(KeysManage, M)),
+    r("GET", "/api/v1/keys", Need(KeysManage, M)),
+    r("DELETE", "/api/v1/keys/{prefix}", Need(KeysManage, M)),
+    r("POST", "/api/v1/keys/{prefix}/rotate", Need(KeysManage, M)),
+    r("GET", "/api/v1/audit", Need(AuditRead, M)),
+    r("GET", "/api/v1/audit/verify", Need(AuditRead, M)),
 ];
+
+/// The guard of a matched route.
+pub fn guard_of(method: &str, path: &str) -> Option<Guard> {
+    ROUTES.iter().find(|r| r.method == method && r.path == path).map(|r| r.guard)
+}
+
+/// Adds a route that must be declared in [`ROUTES`] with this method.
+pub(crate) fn guarded(router: Router<AppState>, method: &'static str, path: &'static str, handler: MethodRouter<AppState>) -> Router<AppState> {
+    assert!(guard_of(method, path).is_some(), "route {method} {path} has no entry in ROUTES: declare who may call it");
+    router.route(path, handler)
+}
 
 /// Builds the whole HTTP application.
 pub fn app(state: AppState) -> Router {
@@ -41,12 +97,17 @@ pub fn app(state: AppState) -> Router {
         .merge(ingest::router())
         .merge(export::router())
         .merge(broker::router())
-        .with_state(state)
-        // Outer to inner: trace every request, bound its time, bound its body.
-        .layer(TraceLayer::new_for_http())
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
+        .merge(keys::router())
+        .merge(audit::router())
+        // Outer to inner: trace, time bound, security headers + authentication + permission +
+        // rate limit + audit (one middleware, it needs the matched route), body bound.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::guard))
+        .layer(axum::middleware::from_fn(crate::auth::headers))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::prom;
+use super::guarded;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -11,12 +12,13 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/stats", get(stats))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi))
+    let r = Router::new();
+    let r = guarded(r, "GET", "/health", get(health));
+    let r = guarded(r, "GET", "/ready", get(ready));
+    let r = guarded(r, "GET", "/stats", get(stats));
+    let r = guarded(r, "GET", "/metrics", get(metrics));
+    let r = guarded(r, "GET", "/api/v1/openapi.json", get(openapi));
+    r
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -14,6 +14,19 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The admin key every test server is started with (`GPUFLEET_ADMIN_KEY`).
+pub fn admin_key() -> String {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| gpufleet_auth::ApiKey::generate().expose_secret().to_owned()).clone()
+}
+
+/// A client command with the server URL and admin key in its environment.
+pub fn client(url: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("GPUFLEET_URL", url).env("GPUFLEET_API_KEY", admin_key());
+    c
+}
+
 /// A `gpufleet up` child process.
 pub struct ServerProc {
     pub child: Child,
@@ -24,9 +37,15 @@ pub struct ServerProc {
 
 impl ServerProc {
     pub fn start(data_dir: &Path, port: u16) -> ServerProc {
+        Self::start_with(data_dir, port, &[])
+    }
+
+    pub fn start_with(data_dir: &Path, port: u16, extra_args: &[&str]) -> ServerProc {
         let child = Command::new(BIN)
             .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
+            .args(extra_args)
+            .env("GPUFLEET_ADMIN_KEY", admin_key())
             .env("GPUFLEET_STORE_RAW_RETENTION", "forever")
             .env("GPUFLEET_STORE_ROLLUP_1M_RETENTION", "forever")
             .env("GPUFLEET_STORE_ROLLUP_1H_RETENTION", "forever")
@@ -72,11 +91,11 @@ impl Drop for ServerProc {
     }
 }
 
-/// Blocking GET returning the JSON body on 2xx.
+/// Blocking GET (as admin) returning the JSON body on 2xx.
 pub fn get(url: &str) -> Option<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let r = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await.ok()?;
+        let r = reqwest::Client::new().get(url).bearer_auth(admin_key()).timeout(Duration::from_secs(5)).send().await.ok()?;
         if !r.status().is_success() {
             return None;
         }

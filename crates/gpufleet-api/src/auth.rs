@@ -1,0 +1,127 @@
+//! The security middleware: response security headers and request ids on every answer
+//! ([`headers`]), and on every matched route ([`guard`]) the route's [`Guard`] from the one table:
+//! allowlist, rate limits, API key, permission — then, for a mutating request, an audit record
+//! with its outcome. Refusals are audited by the `AuthService` itself.
+
+use crate::routes::{guard_of, Guard};
+use crate::state::{now_ms, AppState};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, State};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use gpufleet_auth::{Access, AccessRequest, AuthError, Outcome};
+use serde_json::json;
+use std::net::SocketAddr;
+
+/// The request id of a request (taken from a well-formed `X-Request-Id`, else generated).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn request_id(req: &Request<Body>) -> String {
+    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+    match given {
+        Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => id.to_owned(),
+        _ => format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
+/// Adds the request id and security headers to every response (CORS is off: no CORS headers).
+pub(crate) async fn headers(mut req: Request<Body>, next: Next) -> Response {
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.entry("content-security-policy").or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn is_mutating(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Checks the matched route's guard; audits mutating requests once their outcome is known.
+pub(crate) async fn guard(State(st): State<AppState>, mut req: Request<Body>, next: Next) -> Response {
+    let Some(route) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()) else {
+        return next.run(req).await;
+    };
+    let method = req.method().clone();
+    let (permission, class) = match guard_of(method.as_str(), &route) {
+        Some(Guard::Public) => return next.run(req).await,
+        Some(Guard::Metrics) if st.settings.metrics_public => return next.run(req).await,
+        Some(Guard::Metrics) => (gpufleet_auth::Permission::MetricsRead, gpufleet_auth::LimitClass::Telemetry),
+        Some(Guard::Need(p, c)) => (p, c),
+        // `guarded` makes this unreachable; refuse rather than serve an undeclared route.
+        None => return refuse(StatusCode::FORBIDDEN, "route has no declared permission", None),
+    };
+    let Some(auth) = st.auth.clone() else {
+        return next.run(req).await; // authentication explicitly disabled (benchmarks)
+    };
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let credential = req.headers().get(header::AUTHORIZATION).or_else(|| req.headers().get("x-api-key")).map(|v| v.as_bytes().to_vec());
+    let target = req.uri().path().to_owned();
+    let access_req = AccessRequest {
+        peer,
+        x_forwarded_for: xff.as_deref(),
+        credential: credential.as_deref(),
+        class,
+        permission,
+        method: method.as_str(),
+        route: &route,
+        request_id: rid.as_deref(),
+    };
+    let access: Access = match auth.check_access(&access_req, now_ms()).await {
+        Ok(a) => a,
+        Err(e) => return auth_error(&e),
+    };
+    let mutating = is_mutating(&method);
+    req.extensions_mut().insert(access.clone());
+    let resp = next.run(req).await;
+    if mutating {
+        let outcome = if resp.status().is_success() { Outcome::Success } else { Outcome::Failed };
+        let entry = access.audit_entry(&access_req, "request", &target, outcome, now_ms());
+        if let Err(e) = auth.audit(entry).await {
+            tracing::error!(error = %e, "audit record could not be queued");
+        }
+    }
+    resp
+}
+
+fn auth_error(e: &AuthError) -> Response {
+    let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::FORBIDDEN);
+    let hint = match status {
+        StatusCode::UNAUTHORIZED => " (send `Authorization: Bearer <key>`; `gpufleet keys create` makes keys)",
+        _ => "",
+    };
+    refuse(status, &format!("{e}{hint}"), e.retry_after().map(|r| r.header_secs()))
+}
+
+fn refuse(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response {
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "refused",
+    };
+    let mut resp = (status, Json(json!({ "error": { "message": message, "code": code } }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(secs) = retry_after {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
