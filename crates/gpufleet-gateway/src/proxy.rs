@@ -1,0 +1,290 @@
+//! Forwarding one request to a backend: choose (or wait for) a lease, send with connect and
+//! first-byte timeouts, classify the outcome, and retry on another backend while nothing has been
+//! sent to the client.
+//!
+//! - Not streaming: the answer is read whole (bounded by the first-byte timeout), so any failure
+//!   before it is complete can still be retried; `usage.completion_tokens` is found with a byte
+//!   search, not by parsing the body.
+//! - Streaming: the first chunk is awaited before the response starts (a backend that dies before
+//!   its first byte is retried); after that chunks are passed on as they arrive ([`Relay`]), never
+//!   buffered. Dropping the response (client gone) drops the upstream request, which closes its
+//!   connection, and the backend stops generating.
+//!
+//! Retries: a failed backend is excluded for the next try; when every backend of the pool was
+//! tried the exclusions are cleared and the request waits for capacity again (a breaker that
+//! opened keeps it away). At most `max_attempts` tries that reached a backend; tries that could
+//! not connect or were refused as busy do not count. The request's queue deadline bounds it all.
+
+use crate::balance::{Lease, Pool};
+use crate::error::{ErrorKind, GatewayError};
+use crate::queue::{Priority, WaitSpec};
+use crate::Gateway;
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::stream::{BoxStream, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::time::{timeout_at, Instant};
+
+/// The OpenAI route a request is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    #[default]
+    Chat,
+    /// `/v1/completions`.
+    Completions,
+    /// `/v1/embeddings`.
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Path appended to the backend's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// One request ready to forward.
+pub(crate) struct Outgoing {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) body: Bytes,
+    pub(crate) stream: bool,
+    pub(crate) priority: Priority,
+    pub(crate) deadline: Instant,
+    /// Apply backpressure on its first wait.
+    pub(crate) admit: bool,
+}
+
+/// A backend's answer.
+pub(crate) enum Answer {
+    /// Read whole.
+    Full { status: StatusCode, content_type: Option<HeaderValue>, body: Bytes },
+    /// Being streamed.
+    Stream(Response),
+}
+
+/// Forwards with retries; `Ok` carries a `Retry-After` hint when the request queued behind a deep
+/// queue.
+pub(crate) async fn forward(gw: &Gateway, pool: &Arc<Pool>, out: Outgoing) -> Result<(Answer, Option<u64>), GatewayError> {
+    let mut excluded: Vec<usize> = Vec::new();
+    let mut spent = 0u32;
+    let mut admit = out.admit;
+    let mut hint = None;
+    let mut last: Option<GatewayError> = None;
+    loop {
+        let spec = WaitSpec { priority: out.priority, excluded: &excluded, deadline: out.deadline, admit };
+        let (lease, h) = match pool.acquire(&gw.bal, spec).await {
+            Ok(x) => x,
+            Err(e) => {
+                gw.bal.metrics.error(None, &pool.model, e.kind.label());
+                return Err(match last {
+                    Some(l) if e.kind == ErrorKind::QueueTimeout => GatewayError { message: format!("{}; last failure: {}", e.message, l.message), ..e },
+                    _ => e,
+                });
+            }
+        };
+        admit = false;
+        hint = hint.or(h);
+        let idx = lease.backend.idx;
+        match attempt(gw, lease, &out).await {
+            Ok(answer) => return Ok((answer, hint)),
+            Err(e) if !e.retryable => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, backend = gw.bal.backends[idx].name(), "attempt failed; retrying");
+                if e.spent_attempt() {
+                    spent += 1;
+                    if spent >= gw.settings.max_attempts {
+                        return Err(e);
+                    }
+                }
+                excluded.push(idx);
+                if pool.backends.iter().all(|b| excluded.contains(&b.idx)) {
+                    excluded.clear();
+                }
+                last = Some(e);
+            }
+        }
+    }
+}
+
+fn request_error(e: reqwest::Error, backend: &str) -> GatewayError {
+    let e = e.without_url();
+    if e.is_connect() {
+        GatewayError::upstream(ErrorKind::Connect, format!("backend {backend} unreachable: {e}"))
+    } else if e.is_timeout() {
+        GatewayError::upstream(ErrorKind::Timeout, format!("backend {backend} timed out"))
+    } else {
+        GatewayError::upstream(ErrorKind::UpstreamBody, format!("backend {backend} failed: {e}"))
+    }
+}
+
+fn timed_out(backend: &str) -> GatewayError {
+    GatewayError::upstream(ErrorKind::Timeout, format!("backend {backend} sent no answer within the first-byte timeout"))
+}
+
+/// One try on one backend; records the outcome on the lease and in metrics.
+async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, GatewayError> {
+    let backend = lease.backend.clone();
+    let name = backend.name();
+    let mut req = gw
+        .client
+        .post(format!("{}{}", backend.settings.url, out.endpoint.path()))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(out.body.clone());
+    if let Some(key) = &backend.settings.api_key {
+        req = req.bearer_auth(key);
+    }
+    if out.stream {
+        req = req.header(header::ACCEPT, "text/event-stream");
+    }
+    let started = Instant::now();
+    let deadline = started + gw.settings.first_byte_timeout;
+    let fail = |lease: Lease, e: GatewayError| {
+        gw.bal.metrics.error(Some(lease.metrics()), lease.model(), e.kind.label());
+        if e.is_backend_failure() {
+            lease.fail();
+        } else {
+            lease.neutral();
+        }
+        Err(e)
+    };
+    let resp = match timeout_at(deadline, req.send()).await {
+        Err(_) => return fail(lease, timed_out(name)),
+        Ok(Err(e)) => return fail(lease, request_error(e, name)),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let body = timeout_at(deadline, resp.bytes()).await.ok().and_then(Result::ok).unwrap_or_default();
+        if memchr::memmem::find(&body, b"Loading model").is_some() {
+            backend.mark_loading();
+        } else {
+            backend.mark_full();
+        }
+        return fail(lease, GatewayError::upstream(ErrorKind::UpstreamBusy, format!("backend {name} is busy or loading")));
+    }
+    if status.is_server_error() {
+        return fail(lease, GatewayError::upstream(ErrorKind::UpstreamStatus(status.as_u16()), format!("backend {name} answered {status}")));
+    }
+    if !out.stream || !status.is_success() {
+        let body = match timeout_at(deadline, resp.bytes()).await {
+            Err(_) => return fail(lease, timed_out(name)),
+            Ok(Err(e)) => return fail(lease, request_error(e, name)),
+            Ok(Ok(b)) => b,
+        };
+        let took = started.elapsed();
+        if status.is_success() {
+            lease.metrics().finished(took, completion_tokens(&body));
+            lease.succeed(took);
+        } else {
+            // The client's request was refused (4xx): pass it on; says nothing about the backend.
+            gw.bal.metrics.error(Some(lease.metrics()), lease.model(), "upstream_client_error");
+            lease.neutral();
+        }
+        return Ok(Answer::Full { status, content_type, body });
+    }
+    let mut inner = resp.bytes_stream().boxed();
+    let first = match timeout_at(deadline, inner.next()).await {
+        Err(_) => return fail(lease, timed_out(name)),
+        Ok(Some(Ok(chunk))) => chunk,
+        Ok(Some(Err(e))) => return fail(lease, request_error(e, name)),
+        Ok(None) => return fail(lease, GatewayError::upstream(ErrorKind::UpstreamBody, format!("backend {name} ended the stream before any data"))),
+    };
+    lease.metrics().ttft.observe(started.elapsed().as_secs_f64());
+    let tokens = completion_tokens(&first);
+    let relay = Relay { first: Some(first), inner, lease: Some(lease), started, tokens };
+    let mut response = Response::new(Body::from_stream(relay));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("text/event-stream")));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(Answer::Stream(response))
+}
+
+/// `usage.completion_tokens` if the bytes hold it (the last one wins).
+pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"completion_tokens\"";
+    let at = memchr::memmem::rfind(body, KEY)? + KEY.len();
+    let rest = &body[at..];
+    let rest = &rest[rest.iter().position(|b| !matches!(b, b' ' | b':' | b'\t'))?..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// Passes a backend's stream on chunk by chunk, holding the lease until it ends. Dropped early
+/// (client gone): the lease is released without a verdict and the upstream request is dropped.
+struct Relay {
+    first: Option<Bytes>,
+    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    lease: Option<Lease>,
+    started: Instant,
+    tokens: Option<u64>,
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(n) = completion_tokens(&chunk) {
+                    this.tokens = Some(n);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(lease) = this.lease.take() {
+                    lease.metrics().failed.inc();
+                    lease.fail();
+                }
+                Poll::Ready(Some(Err(std::io::Error::other(e.without_url()))))
+            }
+            Poll::Ready(None) => {
+                if let Some(lease) = this.lease.take() {
+                    let took = this.started.elapsed();
+                    lease.metrics().finished(took, this.tokens);
+                    lease.succeed(took);
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::completion_tokens;
+
+    #[test]
+    fn usage_is_found_without_parsing() {
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens": 25,"total_tokens":37}}"#;
+        assert_eq!(completion_tokens(body), Some(25));
+        assert_eq!(completion_tokens(b"data: {\"choices\":[]}\n\n"), None);
+    }
+}
