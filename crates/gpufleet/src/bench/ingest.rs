@@ -133,10 +133,7 @@ async fn run(args: &IngestBenchArgs, settings: &Settings, work: &Path) -> Result
     (f.q2_first_ms, f.query_avg_all_ms, f.q2_rows, f.q2_sample) = (q.q2_first_ms, q.q2_median_ms, q.q2_rows, q.q2_sample);
     f.query_server_rss_mb = proc::kb_to_mb(q.rss_kb);
     if f.q1_points != f.q1_expected_points || f.q2_rows != 512 {
-        eprintln!(
-            "warning: query (a) returned {} points (expected {}), query (b) {} GPUs (expected 512)",
-            f.q1_points, f.q1_expected_points, f.q2_rows
-        );
+        eprintln!("warning: query (a) returned {} points (expected {}), query (b) {} GPUs (expected 512)", f.q1_points, f.q1_expected_points, f.q2_rows);
     }
 
     step(6, &format!("publish -> queryable latency, {} s at 50k samples/s", args.latency_seconds));

@@ -66,9 +66,7 @@ impl Server {
             // Loopback only: the benchmark measures the pipeline, not API keys.
             cmd.env("GPUFLEET_SERVER_AUTH", "false");
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
         let mut proc = ChildProc::spawn(&mut cmd, "the gpufleet server")?;
         let base = format!("http://127.0.0.1:{port}");
         http::wait_healthy(client, &format!("{base}/health"), &mut proc, Duration::from_secs(120)).await?;
@@ -157,8 +155,16 @@ fn stream_args(csv: &Path, server: &str, workers: usize, batch: usize) -> Result
         #[command(flatten)]
         args: StreamArgs,
     }
-    let argv: Vec<OsString> =
-        vec!["stream".into(), csv.into(), "--server".into(), server.into(), "--workers".into(), workers.to_string().into(), "--batch".into(), batch.to_string().into()];
+    let argv: Vec<OsString> = vec![
+        "stream".into(),
+        csv.into(),
+        "--server".into(),
+        server.into(),
+        "--workers".into(),
+        workers.to_string().into(),
+        "--batch".into(),
+        batch.to_string().into(),
+    ];
     Ok(<StreamCli as clap::Parser>::try_parse_from(argv).context("building the streamer's flags")?.args)
 }
 
@@ -197,16 +203,11 @@ pub(super) async fn queries(client: &reqwest::Client, work: &Path) -> Result<Que
     let q2 = timed_get(client, &format!("{base}/api/v1/telemetry/aggregate?metric={Q2_METRIC}&agg=avg")).await?;
     let q2_json: Value = serde_json::from_slice(&q2.body).context("query (b) answer")?;
     let gpus = http::get_json(client, &format!("{base}/api/v1/gpus")).await?;
-    let index: HashMap<&str, u32> = gpus["gpus"]
-        .as_array()
-        .map(|gs| gs.iter().filter_map(|g| Some((g["uuid"].as_str()?, g["index"].as_u64()? as u32))).collect())
-        .unwrap_or_default();
+    let index: HashMap<&str, u32> =
+        gpus["gpus"].as_array().map(|gs| gs.iter().filter_map(|g| Some((g["uuid"].as_str()?, g["index"].as_u64()? as u32))).collect()).unwrap_or_default();
     let rows = q2_json["series"].as_array().cloned().unwrap_or_default();
-    let sample = first_two(
-        rows.iter()
-            .filter_map(|r| Some((r["host"].as_str()?.to_owned(), *index.get(r["gpu_uuid"].as_str()?)?, r["value"].as_f64()?)))
-            .collect(),
-    );
+    let sample =
+        first_two(rows.iter().filter_map(|r| Some((r["host"].as_str()?.to_owned(), *index.get(r["gpu_uuid"].as_str()?)?, r["value"].as_f64()?))).collect());
     let rss_kb = vm_hwm_kb(server.pid())?;
     server.stop().await?;
     Ok(Queries {

@@ -119,10 +119,7 @@ async fn broker_phase(broker: Arc<EmbeddedBroker>) -> Result<BrokerRate> {
     let (published, last_ack) = tokio::join!(publisher, consumer);
     published.context("publisher task")??;
     let secs = (last_ack.context("consumer task")?? - started).as_secs_f64().max(1e-9);
-    Ok(BrokerRate {
-        msgs_per_s: BROKER_MESSAGES as f64 / secs,
-        mb_per_s: (BROKER_MESSAGES * BROKER_MESSAGE_BYTES) as f64 / secs / 1e6,
-    })
+    Ok(BrokerRate { msgs_per_s: BROKER_MESSAGES as f64 / secs, mb_per_s: (BROKER_MESSAGES * BROKER_MESSAGE_BYTES) as f64 / secs / 1e6 })
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub(super) async fn run(client: &reqwest::Client, work: &Path, csv: &Path, rows:
             bail!("`{tool}` is not on PATH; the peer import streams the file with tail | curl like peer_vm.py");
         }
     }
-    let version = Command::new(BINARY).arg("-version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let version = version();
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let dir = work.join("vm");
@@ -166,6 +166,24 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// `victoria-metrics -version`, or the Debian package version when that prints nothing (the
+/// Debian build carries no build info).
+fn version() -> String {
+    let out = |cmd: &mut Command| {
+        cmd.stdin(Stdio::null()).output().map(|o| String::from_utf8_lossy(&[o.stdout, o.stderr].concat()).trim().to_owned()).unwrap_or_default()
+    };
+    let v = out(Command::new(BINARY).arg("-version"));
+    if !v.is_empty() {
+        return v;
+    }
+    let deb = out(Command::new("dpkg-query").args(["-W", "-f", "${Version}", BINARY]));
+    if deb.is_empty() || deb.contains(' ') {
+        "unknown version".to_owned()
+    } else {
+        format!("{deb} (Debian)")
+    }
+}
+
 /// Installs the Debian package the way the peer scripts do when the binary is missing.
 async fn ensure_installed() -> Result<()> {
     if on_path(BINARY) {
@@ -173,7 +191,12 @@ async fn ensure_installed() -> Result<()> {
     }
     eprintln!("{BINARY} is not on PATH; installing it with apt-get (as bench/peers does)");
     let st = tokio::task::spawn_blocking(|| {
-        Command::new("sh").args(["-c", "apt-get update -qq && apt-get install -y -qq victoria-metrics"]).stdin(Stdio::null()).status()
+        // apt's output goes to stderr so that stdout stays one JSON object with --json.
+        Command::new("sh")
+            .args(["-c", "apt-get update -qq && apt-get install -y -qq victoria-metrics"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::io::stderr()))
+            .status()
     })
     .await
     .context("installer thread")?
