@@ -274,6 +274,11 @@ pub trait MetricStore: Send + Sync + 'static {
     /// Every GPU with first/last seen and latest values.
     async fn gpus(&self) -> Result<Vec<GpuInfo>, StoreError>;
 
+    /// One GPU by uuid (a backend should answer without building the whole inventory).
+    async fn gpu(&self, uuid: &GpuUuid) -> Result<Option<GpuInfo>, StoreError> {
+        Ok(self.gpus().await?.into_iter().find(|g| &g.desc.uuid == uuid))
+    }
+
     /// Counters.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 

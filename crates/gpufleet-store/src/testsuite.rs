@@ -461,6 +461,9 @@ pub async fn gpus_latest_and_seen(f: &dyn StoreFactory) {
     assert_eq!(g.last_ingest_ms, T0 + 20);
     assert_eq!(g.latest[&MetricName::new("U")], (T0 + 9_000, 90.0));
     assert_eq!(g.latest[&MetricName::new("T")], (T0 + 3_000, 41.0));
+    // The single-GPU lookup agrees with the inventory and knows unknown uuids.
+    assert_eq!(store.gpu(&"GPU-a".into()).await.expect("gpu").as_ref(), Some(g));
+    assert_eq!(store.gpu(&"GPU-none".into()).await.expect("gpu"), None);
 }
 
 /// `stats` counts series, GPUs, samples and duplicates and knows the time span.

@@ -131,10 +131,8 @@ async fn telemetry(State(st): State<AppState>, Path(uuid): Path<String>, RawQuer
     let now = now_ms();
     let gpu = st
         .store
-        .gpus()
+        .gpu(&GpuUuid::new(&uuid))
         .await?
-        .into_iter()
-        .find(|g| g.desc.uuid.as_str() == uuid)
         .ok_or_else(|| ApiError::NotFound(format!("unknown GPU {uuid:?}; GET /api/v1/gpus lists known GPUs")))?;
     // Without start/end the whole known range of this GPU is used.
     let start = p.time("start", now)?.unwrap_or(gpu.first_seen_ms);

@@ -163,6 +163,10 @@ impl MetricStore for EmbeddedStore {
         Ok(query::gpus(&self.inner))
     }
 
+    async fn gpu(&self, uuid: &gpufleet_core::GpuUuid) -> Result<Option<GpuInfo>, StoreError> {
+        Ok(query::gpu(&self.inner, uuid.as_str()))
+    }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         query::stats(&self.inner)
     }

@@ -334,33 +334,40 @@ pub(crate) fn series(inner: &Inner, f: &SeriesFilter) -> Vec<(SeriesKey, GpuDesc
 pub(crate) fn gpus(inner: &Inner) -> Vec<GpuInfo> {
     let st = inner.state.read();
     let cat = &st.catalog;
-    let mut out = Vec::new();
-    for g in &cat.gpus {
-        let mut info = GpuInfo {
-            desc: g.desc.clone(),
-            first_seen_ms: i64::MAX,
-            last_seen_ms: i64::MIN,
-            last_ingest_ms: g.last_ingest_ms,
-            latest: BTreeMap::new(),
-        };
-        for (m, s) in &g.series {
-            let se = &cat.series[*s as usize];
-            if se.oldest_ts == i64::MAX {
-                continue;
-            }
-            info.first_seen_ms = info.first_seen_ms.min(se.oldest_ts);
-            info.last_seen_ms = info.last_seen_ms.max(se.newest_ts);
-            info.latest.insert(
-                cat.metrics[*m as usize].clone(),
-                (se.newest_ts, se.newest_val),
-            );
-        }
-        if !info.latest.is_empty() {
-            out.push(info);
-        }
-    }
+    let mut out: Vec<GpuInfo> = cat.gpus.iter().filter_map(|g| gpu_info(cat, g)).collect();
     out.sort_by(|a, b| (&a.desc.host, &a.desc.uuid).cmp(&(&b.desc.host, &b.desc.uuid)));
     out
+}
+
+/// One GPU by uuid (the first by host order when a uuid is reported by several hosts).
+pub(crate) fn gpu(inner: &Inner, uuid: &str) -> Option<GpuInfo> {
+    let st = inner.state.read();
+    let cat = &st.catalog;
+    cat.gpus
+        .iter()
+        .filter(|g| g.desc.uuid.as_str() == uuid)
+        .filter_map(|g| gpu_info(cat, g))
+        .min_by(|a, b| a.desc.host.cmp(&b.desc.host))
+}
+
+fn gpu_info(cat: &super::catalog::Catalog, g: &super::catalog::GpuEntry) -> Option<GpuInfo> {
+    let mut info = GpuInfo {
+        desc: g.desc.clone(),
+        first_seen_ms: i64::MAX,
+        last_seen_ms: i64::MIN,
+        last_ingest_ms: g.last_ingest_ms,
+        latest: BTreeMap::new(),
+    };
+    for (m, s) in &g.series {
+        let se = &cat.series[*s as usize];
+        if se.oldest_ts == i64::MAX {
+            continue;
+        }
+        info.first_seen_ms = info.first_seen_ms.min(se.oldest_ts);
+        info.last_seen_ms = info.last_seen_ms.max(se.newest_ts);
+        info.latest.insert(cat.metrics[*m as usize].clone(), (se.newest_ts, se.newest_val));
+    }
+    (!info.latest.is_empty()).then_some(info)
 }
 
 fn dir_bytes(p: &Path) -> Result<u64, StoreError> {
