@@ -89,14 +89,12 @@ impl SampleBatch {
         }
         Ok(())
     }
-    /// Appends all points of `other`, merging dictionaries.
+    /// Appends all points of `other`, merging dictionaries. To merge many batches, use one
+    /// [`BatchBuilder`] and [`BatchBuilder::append_batch`] instead (this rebuilds the dictionary
+    /// index on every call).
     pub fn extend_from(&mut self, other: &SampleBatch) {
         let mut b = BatchBuilder::from_batch(std::mem::take(self));
-        for p in &other.points {
-            let g = b.gpu(&other.gpus[p.gpu as usize]);
-            let m = b.metric(&other.metrics[p.metric as usize]);
-            b.push(g, m, p.ts_ms, p.value);
-        }
+        b.append_batch(other);
         *self = b.finish();
     }
 }
@@ -144,6 +142,19 @@ impl BatchBuilder {
     pub fn push(&mut self, gpu: u32, metric: u32, ts_ms: i64, value: f64) {
         self.batch.points.push(Point { gpu, metric, ts_ms, value });
     }
+    /// Appends every point of `batch`, interning each of its dictionary entries once.
+    pub fn append_batch(&mut self, batch: &SampleBatch) {
+        let gpus: Vec<u32> = batch.gpus.iter().map(|g| self.gpu(g)).collect();
+        let metrics: Vec<u32> = batch.metrics.iter().map(|m| self.metric(m)).collect();
+        self.batch.points.reserve(batch.points.len());
+        for p in &batch.points {
+            // Refs were checked by the codec or `validate`; an out-of-range ref is skipped, not a panic.
+            if let (Some(&g), Some(&m)) = (gpus.get(p.gpu as usize), metrics.get(p.metric as usize)) {
+                self.batch.points.push(Point { gpu: g, metric: m, ts_ms: p.ts_ms, value: p.value });
+            }
+        }
+    }
+
     /// Points so far.
     pub fn len(&self) -> usize {
         self.batch.points.len()

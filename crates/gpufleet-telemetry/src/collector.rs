@@ -12,7 +12,7 @@
 use crate::metrics::PipelineMetrics;
 use async_trait::async_trait;
 use gpufleet_broker::{Broker, MessageId};
-use gpufleet_core::{codec, ConsumerName, GroupName, SampleBatch, TopicName};
+use gpufleet_core::{codec, BatchBuilder, ConsumerName, GroupName, SampleBatch, TopicName};
 use gpufleet_runtime::{Backoff, Worker, WorkerContext, WorkerError};
 use gpufleet_store::MetricStore;
 use std::{sync::Arc, time::Duration, time::Instant};
@@ -60,16 +60,12 @@ impl Collector {
             return Ok(0);
         }
         let started = Instant::now();
-        let mut merged = SampleBatch::default();
+        let mut decoded: Vec<SampleBatch> = Vec::with_capacity(msgs.len());
         let mut ids: Vec<MessageId> = Vec::with_capacity(msgs.len());
         for m in &msgs {
             match codec::decode(&m.payload) {
                 Ok(batch) => {
-                    if merged.is_empty() {
-                        merged = batch;
-                    } else {
-                        merged.extend_from(&batch);
-                    }
+                    decoded.push(batch);
                     ids.push(m.id);
                 }
                 Err(e) => {
@@ -78,6 +74,20 @@ impl Collector {
                     self.broker.nack(&c.topic, &c.group, m.id, &format!("undecodable sample batch: {e}")).await?;
                 }
             }
+        }
+        // One write for the whole round (one WAL record, one fsync); dictionaries merged once.
+        let merged = if decoded.len() == 1 {
+            decoded.pop().unwrap_or_default()
+        } else {
+            let mut b = BatchBuilder::new();
+            for batch in &decoded {
+                b.append_batch(batch);
+            }
+            b.finish()
+        };
+        if merged.is_empty() {
+            self.broker.ack(&c.topic, &c.group, &ids).await?;
+            return Ok(msgs.len());
         }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
