@@ -258,6 +258,8 @@ pub enum CertsCommand {
 pub enum BenchCommand {
     /// Telemetry ingest: parse, broker, end-to-end durable ingest, latency, disk, queries, RSS.
     Ingest(crate::bench::IngestBenchArgs),
+    /// What authentication, permission check, rate limit and audit add per request (auth on vs off).
+    Auth(crate::bench::AuthBenchArgs),
 }
 
 /// `stream` flags.

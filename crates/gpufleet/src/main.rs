@@ -170,5 +170,6 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { command: BenchCommand::Ingest(args) } => bench::ingest(args, &settings).await,
+        Command::Bench { command: BenchCommand::Auth(args) } => bench::auth(args).await,
     }
 }

@@ -1,6 +1,8 @@
 //! `gpufleet bench …`: benchmarks that print figures and, with a peer, the peer's figure from the
 //! same run as a ratio. Timing belongs here, never in tests.
 
+mod auth;
 mod ingest;
 
+pub use auth::{run as auth, AuthBenchArgs};
 pub use ingest::{ingest, IngestBenchArgs};

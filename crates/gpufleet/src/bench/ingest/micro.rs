@@ -64,6 +64,42 @@ pub(super) async fn parse_rate(path: &Path, rows: u64) -> Result<f64> {
     .context("parser thread")?
 }
 
+/// Decodes the whole file with the reader (record splitting, file I/O) on one thread and the
+/// decoder on another, as the streamer and the server split the work; returns rows/s.
+pub(super) async fn parse_rate_pipelined(path: &Path, rows: u64) -> Result<f64> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let mut reader = CsvFileReader::open(&path)?;
+        let mut decoder = CsvDecoder::from_header(reader.header(), DecodeOptions::default())?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let read = std::thread::spawn(move || -> Result<()> {
+            while let Some(chunk) = reader.next_chunk(10_000)? {
+                if tx.send(chunk).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut builder = BatchBuilder::new();
+        let mut errors = RowErrors::default();
+        let (mut records, mut points) = (0u64, 0u64);
+        for chunk in rx {
+            records += decoder.decode(&chunk.bytes, chunk.first_line, &mut builder, &mut errors);
+            points += builder.len() as u64;
+            drop(builder.finish());
+        }
+        read.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+        let secs = t.elapsed().as_secs_f64();
+        if errors.count > 0 || records != rows || points != rows {
+            bail!("pipelined parse: {records} records, {points} samples, {} rejected (expected {rows})", errors.count);
+        }
+        Ok(rows as f64 / secs.max(1e-9))
+    })
+    .await
+    .context("parser thread")?
+}
+
 /// Broker figures.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BrokerRate {
@@ -133,6 +169,8 @@ mod tests {
         let (_, bytes) = generate(&csv, 7000, 42).await.unwrap();
         assert!(bytes > 7000 * 300, "about 400 bytes a row: {bytes}");
         assert!(parse_rate(&csv, 7000).await.unwrap() > 0.0);
+        assert!(parse_rate_pipelined(&csv, 7000).await.unwrap() > 0.0);
+        assert!(parse_rate_pipelined(&csv, 7001).await.is_err());
         let e = parse_rate(&csv, 7001).await.unwrap_err().to_string();
         assert!(e.contains("7000 records"), "{e}");
     }
