@@ -160,16 +160,15 @@ impl GatewayMetrics {
         let route = Route { backend: backend.to_owned(), model: model.to_owned() };
         let outcome = |outcome| RouteOutcome { backend: backend.to_owned(), model: model.to_owned(), outcome };
         self.breaker_state.get_or_create(&BackendLabel { backend: backend.to_owned() }).set(0);
-        RouteMetrics {
-            backend: backend.to_owned(),
-            model: model.to_owned(),
-            ok: self.requests.get_or_create(&outcome("ok")).clone(),
-            failed: self.requests.get_or_create(&outcome("error")).clone(),
-            duration: self.duration.get_or_create(&route).clone(),
-            ttft: self.ttft.get_or_create(&route).clone(),
-            tokens: self.tokens.get_or_create(&route).clone(),
-            tokens_per_s: self.tokens_per_s.get_or_create(&route).clone(),
-        }
+        // One statement per handle: a family's read guard lives until the end of its statement,
+        // and creating the next entry of the same family needs its write lock.
+        let ok = self.requests.get_or_create(&outcome("ok")).clone();
+        let failed = self.requests.get_or_create(&outcome("error")).clone();
+        let duration = self.duration.get_or_create(&route).clone();
+        let ttft = self.ttft.get_or_create(&route).clone();
+        let tokens = self.tokens.get_or_create(&route).clone();
+        let tokens_per_s = self.tokens_per_s.get_or_create(&route).clone();
+        RouteMetrics { backend: backend.to_owned(), model: model.to_owned(), ok, failed, duration, ttft, tokens, tokens_per_s }
     }
 
     /// Counts an error of `kind` (a route's, or the gateway's own with `route = None`).

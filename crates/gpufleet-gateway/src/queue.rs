@@ -10,8 +10,10 @@
 //! Event driven, no polling: a waiter is handed a lease (through a oneshot channel) by
 //! [`Pool::dispatch`], which runs when a lease ends, when a breaker closes, when a probe sees
 //! capacity return, and right after a waiter enqueues (closing the race with a lease that ended
-//! between its failed attempt and its enqueue). Dispatch serves waiters in order; a waiter that
-//! excludes the only free backend (it just failed there) is skipped, not blocking the next.
+//! between its failed attempt and its enqueue). Dispatch serves waiters strictly in order.
+//! Backends a retry wants to avoid are only skipped on the immediate try: a request that has to
+//! wait takes whatever backend comes back first (a backend that keeps failing has its breaker
+//! open and is not handed out).
 //!
 //! # Backpressure (depth = requests waiting in all pools, before this one)
 //! `< hint_depth` accept · `< reject_normal_depth` accept with a `Retry-After` hint ·
@@ -115,16 +117,11 @@ impl<T> WaitQueue<T> {
     fn keys(&self) -> Vec<Key> {
         self.items.keys().copied().collect()
     }
-
-    fn get(&self, key: &Key) -> Option<&T> {
-        self.items.get(key)
-    }
 }
 
 /// A request waiting for a lease.
 pub(crate) struct Waiter {
     tx: oneshot::Sender<Lease>,
-    excluded: Vec<usize>,
     priority: Priority,
     arrived: Instant,
 }
@@ -150,7 +147,7 @@ pub(crate) fn admission(depth: usize, priority: Priority, q: &QueueSettings) -> 
 /// How a caller wants to wait.
 pub(crate) struct WaitSpec<'a> {
     pub(crate) priority: Priority,
-    /// Backends (balancer indices) not to use.
+    /// Backends (balancer indices) not to use on the immediate try.
     pub(crate) excluded: &'a [usize],
     pub(crate) deadline: Instant,
     /// Apply backpressure (first entry of a client request; not for retries or jobs).
@@ -199,7 +196,7 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         let key = {
             let mut q = self.queue.lock();
-            let key = q.push(spec.priority, arrived, Waiter { tx, excluded: spec.excluded.to_vec(), priority: spec.priority, arrived });
+            let key = q.push(spec.priority, arrived, Waiter { tx, priority: spec.priority, arrived });
             self.waiting.fetch_add(1, Ordering::AcqRel);
             bal.depth.fetch_add(1, Ordering::AcqRel);
             bal.metrics.queue_depth(spec.priority, 1);
@@ -228,18 +225,12 @@ impl Pool {
         {
             let mut q = self.queue.lock();
             for key in q.keys() {
-                let Some(excluded) = q.get(&key).map(|w| w.excluded.clone()) else { continue };
-                match self.try_lease(bal, &excluded) {
-                    Some(lease) => {
-                        if let Some(w) = q.remove(&key) {
-                            self.left_queue(bal, &w);
-                            if let Err(lease) = w.tx.send(lease) {
-                                undelivered.push(lease);
-                            }
-                        }
+                let Some(lease) = self.try_lease(bal, &[]) else { break };
+                if let Some(w) = q.remove(&key) {
+                    self.left_queue(bal, &w);
+                    if let Err(lease) = w.tx.send(lease) {
+                        undelivered.push(lease);
                     }
-                    None if excluded.is_empty() => break,
-                    None => {}
                 }
             }
         }
