@@ -127,7 +127,10 @@ impl Backend {
 
     /// Whether the model is known to be loaded (true when unknown).
     pub(crate) fn has_loaded(&self, model: &str) -> bool {
-        self.capacity.lock().loaded.as_ref().is_none_or(|l| l.iter().any(|m| m == model || m.split(':').next() == Some(model)))
+        self.capacity.lock().loaded.as_ref().is_none_or(|l| {
+            l.iter()
+                .any(|m| m == model || m.split(':').next() == Some(model))
+        })
     }
 
     /// Could take a request now (capacity, not loading, not refused as busy, breaker admits).
@@ -144,7 +147,11 @@ impl Backend {
             return None;
         }
         let limit = self.limit();
-        self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).ok()?;
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
         match self.breaker.admit(now) {
             (Admit::No, _) => {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -170,7 +177,11 @@ impl Backend {
 
     pub(crate) fn observe_latency(&self, ms: f64) {
         let old = self.latency_ms();
-        let new = if old == 0.0 { ms } else { old * (1.0 - EWMA_ALPHA) + ms * EWMA_ALPHA };
+        let new = if old == 0.0 {
+            ms
+        } else {
+            old * (1.0 - EWMA_ALPHA) + ms * EWMA_ALPHA
+        };
         self.ewma_ms.store(new.to_bits(), Ordering::Relaxed);
     }
 
@@ -178,12 +189,20 @@ impl Backend {
     pub(crate) fn apply_probe(&self, mut cap: Capacity, in_flight_at_probe: u32) -> bool {
         let max = self.settings.max_concurrency;
         if let (Some(total), Some(idle)) = (cap.total_slots, cap.idle_slots) {
-            cap.external_busy = total.saturating_sub(idle).saturating_sub(in_flight_at_probe);
+            cap.external_busy = total
+                .saturating_sub(idle)
+                .saturating_sub(in_flight_at_probe);
         }
-        let limit = cap.total_slots.map_or(max, |t| max.min(t.saturating_sub(cap.external_busy)));
+        let limit = cap
+            .total_slots
+            .map_or(max, |t| max.min(t.saturating_sub(cap.external_busy)));
         let old_limit = self.limit.swap(limit, Ordering::Relaxed);
         let was_loading = self.loading.swap(cap.loading, Ordering::Relaxed);
-        let was_full = if cap.idle_slots.is_none_or(|i| i > 0) { self.full.swap(false, Ordering::Relaxed) } else { false };
+        let was_full = if cap.idle_slots.is_none_or(|i| i > 0) {
+            self.full.swap(false, Ordering::Relaxed)
+        } else {
+            false
+        };
         *self.capacity.lock() = cap;
         limit > old_limit || (was_loading && !self.loading.load(Ordering::Relaxed)) || was_full
     }
@@ -212,7 +231,9 @@ impl Backend {
             loading: self.loading.load(Ordering::Relaxed),
             full: self.full.load(Ordering::Relaxed),
             latency_ewma_ms: self.latency_ms(),
-            probed_ms_ago: c.at.map(|t| Instant::now().saturating_duration_since(t).as_millis() as u64),
+            probed_ms_ago: c
+                .at
+                .map(|t| Instant::now().saturating_duration_since(t).as_millis() as u64),
             last_error: c.error,
         }
     }

@@ -84,7 +84,10 @@ impl Balancer {
         max_gpu_temp_c: f64,
         queue: crate::config::QueueSettings,
     ) -> Self {
-        let mut models: Vec<&str> = backends.iter().flat_map(|b| b.settings.models.iter().map(String::as_str)).collect();
+        let mut models: Vec<&str> = backends
+            .iter()
+            .flat_map(|b| b.settings.models.iter().map(String::as_str))
+            .collect();
         models.sort_unstable();
         models.dedup();
         let mut by_backend = vec![Vec::new(); backends.len()];
@@ -92,11 +95,18 @@ impl Balancer {
             .iter()
             .enumerate()
             .map(|(p, model)| {
-                let members: Vec<Arc<Backend>> = backends.iter().filter(|b| b.settings.models.iter().any(|m| m == model)).cloned().collect();
+                let members: Vec<Arc<Backend>> = backends
+                    .iter()
+                    .filter(|b| b.settings.models.iter().any(|m| m == model))
+                    .cloned()
+                    .collect();
                 for b in &members {
                     by_backend[b.idx].push(p);
                 }
-                let route_metrics = members.iter().map(|b| metrics.route(b.name(), model)).collect();
+                let route_metrics = members
+                    .iter()
+                    .map(|b| metrics.route(b.name(), model))
+                    .collect();
                 Arc::new(Pool {
                     model: (*model).to_owned(),
                     backends: members,
@@ -106,7 +116,16 @@ impl Balancer {
                 })
             })
             .collect();
-        Self { pools, backends, by_backend, metrics, hints, max_gpu_temp_c, depth: AtomicUsize::new(0), queue }
+        Self {
+            pools,
+            backends,
+            by_backend,
+            metrics,
+            hints,
+            max_gpu_temp_c,
+            depth: AtomicUsize::new(0),
+            queue,
+        }
     }
 
     pub(crate) fn pool(&self, model: &str) -> Option<&Arc<Pool>> {
@@ -124,14 +143,20 @@ impl Balancer {
     pub(crate) fn transition(self: &Arc<Self>, backend: &Backend, to: Option<BreakerState>) {
         let Some(to) = to else { return };
         self.metrics.breaker_transition(backend.name(), to);
-        tracing::info!(backend = backend.name(), state = to.as_str(), "breaker state changed");
+        tracing::info!(
+            backend = backend.name(),
+            state = to.as_str(),
+            "breaker state changed"
+        );
         if to == BreakerState::Closed {
             self.wake_backend(backend.idx);
         }
     }
 
     fn throttled(&self, b: &Backend) -> bool {
-        self.gpu(b).is_some_and(|h| h.throttling || h.temperature_c.is_some_and(|t| t > self.max_gpu_temp_c))
+        self.gpu(b).is_some_and(|h| {
+            h.throttling || h.temperature_c.is_some_and(|t| t > self.max_gpu_temp_c)
+        })
     }
 
     fn gpu(&self, b: &Backend) -> Option<GpuHint> {
@@ -143,7 +168,11 @@ impl Balancer {
         let load = f64::from(b.in_flight() + 1 + b.waiting()) / f64::from(b.limit().max(1));
         let latency = 1.0 + b.latency_ms() / 1000.0;
         let vram = match self.gpu(b) {
-            Some(GpuHint { vram_free_bytes: Some(free), vram_total_bytes: Some(total), .. }) if total > 0 && (free as f64) < 0.05 * total as f64 => 2.0,
+            Some(GpuHint {
+                vram_free_bytes: Some(free),
+                vram_total_bytes: Some(total),
+                ..
+            }) if total > 0 && (free as f64) < 0.05 * total as f64 => 2.0,
             _ => 1.0,
         };
         let cold = if b.has_loaded(model) { 0.0 } else { 1.0 };
@@ -154,13 +183,23 @@ impl Balancer {
 impl Pool {
     /// Picks a backend by the policy in the module docs and takes a lease on it, skipping the
     /// backends in `excluded` (indices into `Balancer::backends`).
-    pub(crate) fn try_lease(self: &Arc<Self>, bal: &Arc<Balancer>, excluded: &[usize]) -> Option<Lease> {
+    pub(crate) fn try_lease(
+        self: &Arc<Self>,
+        bal: &Arc<Balancer>,
+        excluded: &[usize],
+    ) -> Option<Lease> {
         let now = Instant::now();
         let mut cands: Vec<usize> = (0..self.backends.len())
-            .filter(|&i| !excluded.contains(&self.backends[i].idx) && self.backends[i].available(now))
+            .filter(|&i| {
+                !excluded.contains(&self.backends[i].idx) && self.backends[i].available(now)
+            })
             .collect();
         if cands.len() > 1 && bal.hints.is_some() {
-            let cool: Vec<usize> = cands.iter().copied().filter(|&i| !bal.throttled(&self.backends[i])).collect();
+            let cool: Vec<usize> = cands
+                .iter()
+                .copied()
+                .filter(|&i| !bal.throttled(&self.backends[i]))
+                .collect();
             if !cool.is_empty() {
                 cands = cool;
             }
@@ -188,14 +227,24 @@ impl Pool {
 
     fn cheapest(&self, bal: &Balancer, of: &[usize]) -> usize {
         let cost = |i: usize| bal.cost(&self.backends[i], &self.model);
-        of.iter().copied().min_by(|&a, &b| cost(a).total_cmp(&cost(b))).unwrap_or(of[0])
+        of.iter()
+            .copied()
+            .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+            .unwrap_or(of[0])
     }
 
     fn take(self: &Arc<Self>, bal: &Arc<Balancer>, i: usize, now: Instant) -> Option<Lease> {
         let backend = &self.backends[i];
         let (admit, changed) = backend.try_take(now)?;
         bal.transition(backend, changed);
-        Some(Lease { backend: backend.clone(), slot: i, pool: self.clone(), bal: bal.clone(), probe: admit == Admit::Probe, decided: false })
+        Some(Lease {
+            backend: backend.clone(),
+            slot: i,
+            pool: self.clone(),
+            bal: bal.clone(),
+            probe: admit == Admit::Probe,
+            decided: false,
+        })
     }
 }
 
@@ -225,14 +274,20 @@ impl Lease {
     pub(crate) fn succeed(mut self, took: Duration) {
         self.decided = true;
         self.backend.observe_latency(took.as_secs_f64() * 1000.0);
-        let changed = self.backend.breaker.record(true, self.probe, Instant::now());
+        let changed = self
+            .backend
+            .breaker
+            .record(true, self.probe, Instant::now());
         self.bal.transition(&self.backend, changed);
     }
 
     /// A failure that counts against the backend.
     pub(crate) fn fail(mut self) {
         self.decided = true;
-        let changed = self.backend.breaker.record(false, self.probe, Instant::now());
+        let changed = self
+            .backend
+            .breaker
+            .record(false, self.probe, Instant::now());
         self.bal.transition(&self.backend, changed);
     }
 

@@ -60,7 +60,11 @@ struct Window {
 impl Window {
     fn new(window: Duration, now: Instant) -> Self {
         let bucket = (window / BUCKETS as u32).max(Duration::from_millis(1));
-        Self { bucket, epoch: now, slots: [(u64::MAX, 0, 0); BUCKETS] }
+        Self {
+            bucket,
+            epoch: now,
+            slots: [(u64::MAX, 0, 0); BUCKETS],
+        }
     }
 
     fn slot(&self, now: Instant) -> u64 {
@@ -111,8 +115,17 @@ pub(crate) struct Breaker {
 impl Breaker {
     pub(crate) fn new(settings: BreakerSettings) -> Self {
         let now = Instant::now();
-        let inner = Inner { state: BreakerState::Closed, consecutive: 0, window: Window::new(settings.window, now), opened_at: now, probe_out: false };
-        Self { settings, inner: Mutex::new(inner) }
+        let inner = Inner {
+            state: BreakerState::Closed,
+            consecutive: 0,
+            window: Window::new(settings.window, now),
+            opened_at: now,
+            probe_out: false,
+        };
+        Self {
+            settings,
+            inner: Mutex::new(inner),
+        }
     }
 
     /// The state as the API shows it.
@@ -126,7 +139,9 @@ impl Breaker {
         match g.state {
             BreakerState::Closed => true,
             BreakerState::HalfOpen => !g.probe_out,
-            BreakerState::Open => now.saturating_duration_since(g.opened_at) >= self.settings.cooldown,
+            BreakerState::Open => {
+                now.saturating_duration_since(g.opened_at) >= self.settings.cooldown
+            }
         }
     }
 
@@ -140,7 +155,9 @@ impl Breaker {
                 (Admit::Probe, None)
             }
             BreakerState::HalfOpen => (Admit::No, None),
-            BreakerState::Open if now.saturating_duration_since(g.opened_at) >= self.settings.cooldown => {
+            BreakerState::Open
+                if now.saturating_duration_since(g.opened_at) >= self.settings.cooldown =>
+            {
                 g.state = BreakerState::HalfOpen;
                 g.probe_out = true;
                 (Admit::Probe, Some(BreakerState::HalfOpen))
@@ -167,12 +184,18 @@ impl Breaker {
                 g.consecutive += 1;
                 let (oks, errs) = g.window.totals(now);
                 let total = oks + errs;
-                let rate_trips = total >= self.settings.min_requests && f64::from(errs) >= self.settings.error_rate * f64::from(total);
-                (g.consecutive >= self.settings.consecutive_failures || rate_trips).then(|| Self::open(&mut g, now))
+                let rate_trips = total >= self.settings.min_requests
+                    && f64::from(errs) >= self.settings.error_rate * f64::from(total);
+                (g.consecutive >= self.settings.consecutive_failures || rate_trips)
+                    .then(|| Self::open(&mut g, now))
             }
             BreakerState::HalfOpen if probe => {
                 g.probe_out = false;
-                Some(if ok { Self::close(&mut g) } else { Self::open(&mut g, now) })
+                Some(if ok {
+                    Self::close(&mut g)
+                } else {
+                    Self::open(&mut g, now)
+                })
             }
             // Outcomes of requests admitted before the breaker opened say nothing new.
             BreakerState::HalfOpen | BreakerState::Open => None,
@@ -191,7 +214,9 @@ impl Breaker {
                     g.opened_at = now;
                     return None;
                 }
-                BreakerState::Open if now.saturating_duration_since(g.opened_at) >= self.settings.cooldown => {
+                BreakerState::Open
+                    if now.saturating_duration_since(g.opened_at) >= self.settings.cooldown =>
+                {
                     return Some(Self::close(&mut g));
                 }
                 BreakerState::Open => return None,
@@ -227,7 +252,13 @@ mod tests {
     use super::*;
 
     fn settings() -> BreakerSettings {
-        BreakerSettings { consecutive_failures: 3, error_rate: 0.5, window: Duration::from_secs(10), min_requests: 10, cooldown: Duration::from_secs(5) }
+        BreakerSettings {
+            consecutive_failures: 3,
+            error_rate: 0.5,
+            window: Duration::from_secs(10),
+            min_requests: 10,
+            cooldown: Duration::from_secs(5),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -236,7 +267,11 @@ mod tests {
         let now = Instant::now();
         assert_eq!(b.record(false, false, now), None);
         assert_eq!(b.record(false, false, now), None);
-        assert_eq!(b.record(true, false, now), None, "a success resets the streak");
+        assert_eq!(
+            b.record(true, false, now),
+            None,
+            "a success resets the streak"
+        );
         assert_eq!(b.record(false, false, now), None);
         assert_eq!(b.record(false, false, now), None);
         assert_eq!(b.record(false, false, now), Some(BreakerState::Open));
@@ -248,13 +283,17 @@ mod tests {
         let b = Breaker::new(settings());
         let t0 = Instant::now();
         // 6 ok / 4 failed, never 3 in a row: 40 % < 50 %.
-        for ok in [true, false, true, false, true, false, true, false, true, true] {
+        for ok in [
+            true, false, true, false, true, false, true, false, true, true,
+        ] {
             assert_eq!(b.record(ok, false, t0), None);
         }
         // 11 s later the old outcomes are gone; a fresh mix of 5/5 over ≥ 10 trips on the rate.
         let t1 = t0 + Duration::from_secs(11);
         let mut opened = None;
-        for ok in [false, true, false, true, false, true, false, true, true, false] {
+        for ok in [
+            false, true, false, true, false, true, false, true, true, false,
+        ] {
             opened = opened.or(b.record(ok, false, t1));
         }
         assert_eq!(opened, Some(BreakerState::Open));
@@ -273,7 +312,11 @@ mod tests {
         assert_eq!(b.admit(now), (Admit::Probe, Some(BreakerState::HalfOpen)));
         assert_eq!(b.admit(now).0, Admit::No, "only one probe while it is out");
         assert!(!b.would_admit(now));
-        assert_eq!(b.record(true, false, now), None, "a late outcome of an older request does not decide");
+        assert_eq!(
+            b.record(true, false, now),
+            None,
+            "a late outcome of an older request does not decide"
+        );
         assert_eq!(b.record(true, true, now), Some(BreakerState::Closed));
         assert_eq!(b.admit(now).0, Admit::Yes);
     }
@@ -286,13 +329,24 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(b.admit(Instant::now()).0, Admit::Probe);
-        assert_eq!(b.record(false, true, Instant::now()), Some(BreakerState::Open));
+        assert_eq!(
+            b.record(false, true, Instant::now()),
+            Some(BreakerState::Open)
+        );
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(b.admit(Instant::now()).0, Admit::No, "cooldown counts from the failed probe");
+        assert_eq!(
+            b.admit(Instant::now()).0,
+            Admit::No,
+            "cooldown counts from the failed probe"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(b.admit(Instant::now()).0, Admit::Probe);
         b.release_probe();
-        assert_eq!(b.admit(Instant::now()).0, Admit::Probe, "an abandoned probe frees the slot");
+        assert_eq!(
+            b.admit(Instant::now()).0,
+            Admit::Probe,
+            "an abandoned probe frees the slot"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -301,14 +355,28 @@ mod tests {
         assert_eq!(b.record_health(true, Instant::now()), None);
         b.record_health(false, Instant::now());
         b.record_health(false, Instant::now());
-        assert_eq!(b.record_health(false, Instant::now()), Some(BreakerState::Open));
+        assert_eq!(
+            b.record_health(false, Instant::now()),
+            Some(BreakerState::Open)
+        );
         tokio::time::advance(Duration::from_secs(3)).await;
-        assert_eq!(b.record_health(true, Instant::now()), None, "still cooling down");
+        assert_eq!(
+            b.record_health(true, Instant::now()),
+            None,
+            "still cooling down"
+        );
         assert_eq!(b.record_health(false, Instant::now()), None);
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(b.record_health(true, Instant::now()), None, "the failed check restarted the cooldown");
+        assert_eq!(
+            b.record_health(true, Instant::now()),
+            None,
+            "the failed check restarted the cooldown"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(b.record_health(true, Instant::now()), Some(BreakerState::Closed));
+        assert_eq!(
+            b.record_health(true, Instant::now()),
+            Some(BreakerState::Closed)
+        );
         assert_eq!(b.state(), BreakerState::Closed);
     }
 }

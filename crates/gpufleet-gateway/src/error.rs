@@ -59,21 +59,69 @@ impl ErrorKind {
     pub fn status(self) -> (StatusCode, &'static str, &'static str) {
         use ErrorKind::*;
         match self {
-            BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request"),
-            HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", "headers_too_large"),
-            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "payload_too_large"),
-            ModelNotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "model_not_found"),
-            ModelNotAllowed => (StatusCode::FORBIDDEN, "permission_error", "model_not_allowed"),
+            BadRequest => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request_error",
+                "headers_too_large",
+            ),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "payload_too_large",
+            ),
+            ModelNotFound => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            ModelNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "model_not_allowed",
+            ),
             NotFound => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
-            QueueFull => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "queue_full"),
-            QueueTimeout => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "queue_timeout"),
-            Connect => (StatusCode::BAD_GATEWAY, "server_error", "upstream_unreachable"),
-            Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", "upstream_timeout"),
+            QueueFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "queue_full",
+            ),
+            QueueTimeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "queue_timeout",
+            ),
+            Connect => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                "upstream_unreachable",
+            ),
+            Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                "upstream_timeout",
+            ),
             UpstreamStatus(_) => (StatusCode::BAD_GATEWAY, "server_error", "upstream_error"),
-            UpstreamBusy => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "upstream_busy"),
+            UpstreamBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "upstream_busy",
+            ),
             UpstreamBody => (StatusCode::BAD_GATEWAY, "server_error", "upstream_broken"),
-            Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "unavailable"),
-            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
+            Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "unavailable",
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+            ),
         }
     }
 
@@ -102,18 +150,39 @@ pub struct GatewayError {
 impl GatewayError {
     /// An error of the client's request (never retryable).
     pub fn downstream(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, origin: ErrorSource::Downstream, retryable: false, message: message.into(), retry_after_s: None }
+        Self {
+            kind,
+            origin: ErrorSource::Downstream,
+            retryable: false,
+            message: message.into(),
+            retry_after_s: None,
+        }
     }
 
     /// A backend failure; retryable unless it is a client-side refusal.
     pub fn upstream(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, origin: ErrorSource::Upstream, retryable: true, message: message.into(), retry_after_s: None }
+        Self {
+            kind,
+            origin: ErrorSource::Upstream,
+            retryable: true,
+            message: message.into(),
+            retry_after_s: None,
+        }
     }
 
     /// A failure inside the gateway.
     pub fn internal(kind: ErrorKind, message: impl Into<String>) -> Self {
-        let retryable = matches!(kind, ErrorKind::Unavailable | ErrorKind::QueueTimeout | ErrorKind::QueueFull);
-        Self { kind, origin: ErrorSource::Internal, retryable, message: message.into(), retry_after_s: None }
+        let retryable = matches!(
+            kind,
+            ErrorKind::Unavailable | ErrorKind::QueueTimeout | ErrorKind::QueueFull
+        );
+        Self {
+            kind,
+            origin: ErrorSource::Internal,
+            retryable,
+            message: message.into(),
+            retry_after_s: None,
+        }
     }
 
     /// Adds a `Retry-After` hint.
@@ -126,7 +195,13 @@ impl GatewayError {
     /// backend is not failing, and nothing the client did is the backend's fault.
     pub fn is_backend_failure(&self) -> bool {
         self.origin == ErrorSource::Upstream
-            && matches!(self.kind, ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::UpstreamStatus(_) | ErrorKind::UpstreamBody)
+            && matches!(
+                self.kind,
+                ErrorKind::Connect
+                    | ErrorKind::Timeout
+                    | ErrorKind::UpstreamStatus(_)
+                    | ErrorKind::UpstreamBody
+            )
     }
 
     /// Whether the backend may have worked on the request (counts as a spent attempt). A request
@@ -142,7 +217,8 @@ impl IntoResponse for GatewayError {
         let body = json!({ "error": { "message": self.message, "type": kind, "code": code } });
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_s {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -162,7 +238,9 @@ mod tests {
 
     #[test]
     fn response_is_openai_shaped_with_retry_after() {
-        let resp = GatewayError::internal(ErrorKind::QueueFull, "queue full").with_retry_after(3).into_response();
+        let resp = GatewayError::internal(ErrorKind::QueueFull, "queue full")
+            .with_retry_after(3)
+            .into_response();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "3");
     }

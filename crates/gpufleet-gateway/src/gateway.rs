@@ -38,7 +38,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("backends", &self.bal.backends.len()).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("backends", &self.bal.backends.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,9 +65,19 @@ impl Gateway {
         jobs: Arc<dyn JobStore>,
         hints: Option<Arc<dyn GpuHints>>,
     ) -> Result<(Arc<Self>, Vec<GatewayWorker>), BuildError> {
-        let backends: Vec<Arc<Backend>> =
-            settings.backends.iter().enumerate().map(|(i, b)| Arc::new(Backend::new(i, b.clone(), settings.breaker))).collect();
-        let per_host = settings.backends.iter().map(|b| b.max_concurrency as usize).max().unwrap_or(1).max(32);
+        let backends: Vec<Arc<Backend>> = settings
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Arc::new(Backend::new(i, b.clone(), settings.breaker)))
+            .collect();
+        let per_host = settings
+            .backends
+            .iter()
+            .map(|b| b.max_concurrency as usize)
+            .max()
+            .unwrap_or(1)
+            .max(32);
         let client = reqwest::Client::builder()
             .no_proxy() // lower crates never read the environment (HTTP_PROXY)
             .connect_timeout(settings.connect_timeout)
@@ -74,14 +86,30 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| BuildError::Client(e.to_string()))?;
-        let bal = Arc::new(Balancer::new(backends, GatewayMetrics::default(), hints, settings.max_gpu_temp_c, settings.queue));
-        let gw = Arc::new(Self { settings, bal, client, broker, jobs });
+        let bal = Arc::new(Balancer::new(
+            backends,
+            GatewayMetrics::default(),
+            hints,
+            settings.max_gpu_temp_c,
+            settings.queue,
+        ));
+        let gw = Arc::new(Self {
+            settings,
+            bal,
+            client,
+            broker,
+            jobs,
+        });
         let mut workers = vec![GatewayWorker(Kind::Probe(ProbeWorker { gw: gw.clone() }))];
         for n in 0..gw.settings.jobs.workers {
             workers.push(GatewayWorker(Kind::Job(JobWorker { gw: gw.clone(), n })));
         }
-        let sweep = (gw.settings.jobs.result_ttl / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        workers.push(GatewayWorker(Kind::Sweep(Sweeper { gw: gw.clone(), interval: sweep })));
+        let sweep = (gw.settings.jobs.result_ttl / 10)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        workers.push(GatewayWorker(Kind::Sweep(Sweeper {
+            gw: gw.clone(),
+            interval: sweep,
+        })));
         Ok((gw, workers))
     }
 
@@ -111,11 +139,23 @@ impl Gateway {
             .bal
             .pools
             .iter()
-            .map(|p| ModelEntry { id: p.model.clone(), alias_of: None, backends: p.backends.iter().map(|b| b.name().to_owned()).collect() })
+            .map(|p| ModelEntry {
+                id: p.model.clone(),
+                alias_of: None,
+                backends: p.backends.iter().map(|b| b.name().to_owned()).collect(),
+            })
             .collect();
         for (alias, target) in &self.settings.aliases {
-            let backends = self.bal.pool(target).map(|p| p.backends.iter().map(|b| b.name().to_owned()).collect()).unwrap_or_default();
-            out.push(ModelEntry { id: alias.clone(), alias_of: Some(target.clone()), backends });
+            let backends = self
+                .bal
+                .pool(target)
+                .map(|p| p.backends.iter().map(|b| b.name().to_owned()).collect())
+                .unwrap_or_default();
+            out.push(ModelEntry {
+                id: alias.clone(),
+                alias_of: Some(target.clone()),
+                backends,
+            });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
@@ -123,14 +163,19 @@ impl Gateway {
 
     /// The served model a name stands for (aliases resolved).
     pub(crate) fn resolve<'a>(&'a self, requested: &'a str) -> &'a str {
-        self.settings.aliases.get(requested).map_or(requested, String::as_str)
+        self.settings
+            .aliases
+            .get(requested)
+            .map_or(requested, String::as_str)
     }
 
     pub(crate) fn pool(&self, model: &str) -> Result<Arc<Pool>, GatewayError> {
-        self.bal
-            .pool(model)
-            .cloned()
-            .ok_or_else(|| GatewayError::downstream(ErrorKind::ModelNotFound, format!("the model {model:?} does not exist")))
+        self.bal.pool(model).cloned().ok_or_else(|| {
+            GatewayError::downstream(
+                ErrorKind::ModelNotFound,
+                format!("the model {model:?} does not exist"),
+            )
+        })
     }
 }
 

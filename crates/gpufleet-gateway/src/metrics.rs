@@ -141,25 +141,84 @@ impl GatewayMetrics {
     /// Adds every metric to `registry` (names prefixed `gpufleet_gateway_`).
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("gpufleet_gateway");
-        r.register("requests", "Requests answered by a backend, by outcome", self.requests.clone());
-        r.register("errors", "Failures by kind (backend empty for errors before a backend was chosen)", self.errors.clone());
-        r.register("request_duration_seconds", "Time from sending to a backend to the end of its answer", self.duration.clone());
-        r.register("ttft_seconds", "Time to the first streamed chunk", self.ttft.clone());
-        r.register("completion_tokens", "Completion tokens reported in usage", self.tokens.clone());
-        r.register("tokens_per_second", "Completion tokens per second of request duration", self.tokens_per_s.clone());
-        r.register("queue_depth", "Requests waiting for capacity", self.queue_depth.clone());
-        r.register("queue_wait_seconds", "Time spent waiting for capacity", self.queue_wait.clone());
-        r.register("queue_rejected", "Requests refused by backpressure", self.queue_rejected.clone());
-        r.register("queue_timeouts", "Requests that waited the maximum time", self.queue_timeouts.clone());
-        r.register("breaker_transitions", "Circuit breaker state changes", self.breaker_transitions.clone());
-        r.register("breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", self.breaker_state.clone());
+        r.register(
+            "requests",
+            "Requests answered by a backend, by outcome",
+            self.requests.clone(),
+        );
+        r.register(
+            "errors",
+            "Failures by kind (backend empty for errors before a backend was chosen)",
+            self.errors.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time from sending to a backend to the end of its answer",
+            self.duration.clone(),
+        );
+        r.register(
+            "ttft_seconds",
+            "Time to the first streamed chunk",
+            self.ttft.clone(),
+        );
+        r.register(
+            "completion_tokens",
+            "Completion tokens reported in usage",
+            self.tokens.clone(),
+        );
+        r.register(
+            "tokens_per_second",
+            "Completion tokens per second of request duration",
+            self.tokens_per_s.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Requests waiting for capacity",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "queue_wait_seconds",
+            "Time spent waiting for capacity",
+            self.queue_wait.clone(),
+        );
+        r.register(
+            "queue_rejected",
+            "Requests refused by backpressure",
+            self.queue_rejected.clone(),
+        );
+        r.register(
+            "queue_timeouts",
+            "Requests that waited the maximum time",
+            self.queue_timeouts.clone(),
+        );
+        r.register(
+            "breaker_transitions",
+            "Circuit breaker state changes",
+            self.breaker_transitions.clone(),
+        );
+        r.register(
+            "breaker_state",
+            "Breaker state: 0 closed, 1 half-open, 2 open",
+            self.breaker_state.clone(),
+        );
         r.register("jobs", "Async jobs finished, by outcome", self.jobs.clone());
     }
 
     pub(crate) fn route(&self, backend: &str, model: &str) -> RouteMetrics {
-        let route = Route { backend: backend.to_owned(), model: model.to_owned() };
-        let outcome = |outcome| RouteOutcome { backend: backend.to_owned(), model: model.to_owned(), outcome };
-        self.breaker_state.get_or_create(&BackendLabel { backend: backend.to_owned() }).set(0);
+        let route = Route {
+            backend: backend.to_owned(),
+            model: model.to_owned(),
+        };
+        let outcome = |outcome| RouteOutcome {
+            backend: backend.to_owned(),
+            model: model.to_owned(),
+            outcome,
+        };
+        self.breaker_state
+            .get_or_create(&BackendLabel {
+                backend: backend.to_owned(),
+            })
+            .set(0);
         // One statement per handle: a family's read guard lives until the end of its statement,
         // and creating the next entry of the same family needs its write lock.
         let ok = self.requests.get_or_create(&outcome("ok")).clone();
@@ -168,42 +227,84 @@ impl GatewayMetrics {
         let ttft = self.ttft.get_or_create(&route).clone();
         let tokens = self.tokens.get_or_create(&route).clone();
         let tokens_per_s = self.tokens_per_s.get_or_create(&route).clone();
-        RouteMetrics { backend: backend.to_owned(), model: model.to_owned(), ok, failed, duration, ttft, tokens, tokens_per_s }
+        RouteMetrics {
+            backend: backend.to_owned(),
+            model: model.to_owned(),
+            ok,
+            failed,
+            duration,
+            ttft,
+            tokens,
+            tokens_per_s,
+        }
     }
 
     /// Counts an error of `kind` (a route's, or the gateway's own with `route = None`).
     pub(crate) fn error(&self, route: Option<&RouteMetrics>, model: &str, kind: &'static str) {
-        let (backend, model) = route.map_or((String::new(), model.to_owned()), |r| (r.backend.clone(), r.model.clone()));
+        let (backend, model) = route.map_or((String::new(), model.to_owned()), |r| {
+            (r.backend.clone(), r.model.clone())
+        });
         if let Some(r) = route {
             r.failed.inc();
         }
-        self.errors.get_or_create(&ErrorLabels { backend, model, kind }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                backend,
+                model,
+                kind,
+            })
+            .inc();
     }
 
     pub(crate) fn breaker_transition(&self, backend: &str, to: BreakerState) {
-        self.breaker_transitions.get_or_create(&TransitionLabels { backend: backend.to_owned(), to: to.as_str() }).inc();
+        self.breaker_transitions
+            .get_or_create(&TransitionLabels {
+                backend: backend.to_owned(),
+                to: to.as_str(),
+            })
+            .inc();
         let v = match to {
             BreakerState::Closed => 0,
             BreakerState::HalfOpen => 1,
             BreakerState::Open => 2,
         };
-        self.breaker_state.get_or_create(&BackendLabel { backend: backend.to_owned() }).set(v);
+        self.breaker_state
+            .get_or_create(&BackendLabel {
+                backend: backend.to_owned(),
+            })
+            .set(v);
     }
 
     pub(crate) fn queue_depth(&self, p: Priority, delta: i64) {
-        self.queue_depth.get_or_create(&PriorityLabel { priority: p.as_str() }).inc_by(delta);
+        self.queue_depth
+            .get_or_create(&PriorityLabel {
+                priority: p.as_str(),
+            })
+            .inc_by(delta);
     }
 
     pub(crate) fn queue_wait(&self, p: Priority, waited: Duration) {
-        self.queue_wait.get_or_create(&PriorityLabel { priority: p.as_str() }).observe(waited.as_secs_f64());
+        self.queue_wait
+            .get_or_create(&PriorityLabel {
+                priority: p.as_str(),
+            })
+            .observe(waited.as_secs_f64());
     }
 
     pub(crate) fn queue_rejected(&self, p: Priority) {
-        self.queue_rejected.get_or_create(&PriorityLabel { priority: p.as_str() }).inc();
+        self.queue_rejected
+            .get_or_create(&PriorityLabel {
+                priority: p.as_str(),
+            })
+            .inc();
     }
 
     pub(crate) fn queue_timeout(&self, p: Priority) {
-        self.queue_timeouts.get_or_create(&PriorityLabel { priority: p.as_str() }).inc();
+        self.queue_timeouts
+            .get_or_create(&PriorityLabel {
+                priority: p.as_str(),
+            })
+            .inc();
     }
 
     pub(crate) fn job(&self, outcome: &'static str) {

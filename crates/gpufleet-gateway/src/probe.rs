@@ -62,9 +62,14 @@ impl ProbeWorker {
                 _ = tick.tick() => {}
             }
             let started = Instant::now();
-            let results = futures::future::join_all(self.gw.bal.backends.iter().map(|b| self.probe(b))).await;
+            let results =
+                futures::future::join_all(self.gw.bal.backends.iter().map(|b| self.probe(b))).await;
             let down: Vec<String> = results.into_iter().flatten().collect();
-            ctx.record(down.is_empty(), started.elapsed(), (!down.is_empty()).then(|| down.join("; ")));
+            ctx.record(
+                down.is_empty(),
+                started.elapsed(),
+                (!down.is_empty()).then(|| down.join("; ")),
+            );
         }
     }
 
@@ -72,7 +77,11 @@ impl ProbeWorker {
     async fn probe(&self, b: &Arc<Backend>) -> Option<String> {
         let in_flight = b.in_flight();
         let health = self.health(b).await;
-        let mut cap = Capacity { loading: health == Health::Loading, at: Some(Instant::now()), ..Capacity::default() };
+        let mut cap = Capacity {
+            loading: health == Health::Loading,
+            at: Some(Instant::now()),
+            ..Capacity::default()
+        };
         if health == Health::Ok {
             if let Err(e) = self.capacity(b, &mut cap).await {
                 tracing::debug!(backend = b.name(), error = %e, "capacity probe failed");
@@ -94,9 +103,13 @@ impl ProbeWorker {
     }
 
     fn get(&self, b: &Backend, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.gw.client.get(format!("{}{path}", b.settings.url)).timeout(self.gw.settings.probe_timeout);
+        let mut req = self
+            .gw
+            .client
+            .get(format!("{}{path}", b.settings.url))
+            .timeout(self.gw.settings.probe_timeout);
         if let Some(key) = &b.settings.api_key {
-            req = req.bearer_auth(key);
+            req = req.bearer_auth(&key.0);
         }
         req
     }
@@ -119,7 +132,11 @@ impl ProbeWorker {
             let body = resp.bytes().await.unwrap_or_default();
             // llama.cpp answers 503 "Loading model" while loading, and (older builds) 503 when
             // no slot is free: busy, not down.
-            return if memchr::memmem::find(&body, b"Loading model").is_some() { Health::Loading } else { Health::Ok };
+            return if memchr::memmem::find(&body, b"Loading model").is_some() {
+                Health::Loading
+            } else {
+                Health::Ok
+            };
         }
         Health::Down(format!("health check answered {status}"))
     }
@@ -141,7 +158,13 @@ impl ProbeWorker {
             }
             BackendKind::Ollama => {
                 let ps: OllamaPs = self.get(b, "/api/ps").send().await?.json().await?;
-                cap.loaded = Some(ps.models.into_iter().flat_map(|m| [m.name, m.model]).filter(|s| !s.is_empty()).collect());
+                cap.loaded = Some(
+                    ps.models
+                        .into_iter()
+                        .flat_map(|m| [m.name, m.model])
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                );
             }
             BackendKind::Openai => {}
         }
@@ -155,7 +178,11 @@ fn prom_sum(text: &str, name: &str) -> f64 {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let rest = l.strip_prefix(name)?;
-            let rest = if rest.starts_with('{') { &rest[rest.find('}')? + 1..] } else { rest };
+            let rest = if rest.starts_with('{') {
+                &rest[rest.find('}')? + 1..]
+            } else {
+                rest
+            };
             rest.split_whitespace().next()?.parse::<f64>().ok()
         })
         .sum()

@@ -77,27 +77,43 @@ pub(crate) struct Outgoing {
 /// A backend's answer.
 pub(crate) enum Answer {
     /// Read whole.
-    Full { status: StatusCode, content_type: Option<HeaderValue>, body: Bytes },
+    Full {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
     /// Being streamed.
     Stream(Response),
 }
 
 /// Forwards with retries; `Ok` carries a `Retry-After` hint when the request queued behind a deep
 /// queue.
-pub(crate) async fn forward(gw: &Gateway, pool: &Arc<Pool>, out: Outgoing) -> Result<(Answer, Option<u64>), GatewayError> {
+pub(crate) async fn forward(
+    gw: &Gateway,
+    pool: &Arc<Pool>,
+    out: Outgoing,
+) -> Result<(Answer, Option<u64>), GatewayError> {
     let mut excluded: Vec<usize> = Vec::new();
     let mut spent = 0u32;
     let mut admit = out.admit;
     let mut hint = None;
     let mut last: Option<GatewayError> = None;
     loop {
-        let spec = WaitSpec { priority: out.priority, excluded: &excluded, deadline: out.deadline, admit };
+        let spec = WaitSpec {
+            priority: out.priority,
+            excluded: &excluded,
+            deadline: out.deadline,
+            admit,
+        };
         let (lease, h) = match pool.acquire(&gw.bal, spec).await {
             Ok(x) => x,
             Err(e) => {
                 gw.bal.metrics.error(None, &pool.model, e.kind.label());
                 return Err(match last {
-                    Some(l) if e.kind == ErrorKind::QueueTimeout => GatewayError { message: format!("{}; last failure: {}", e.message, l.message), ..e },
+                    Some(l) if e.kind == ErrorKind::QueueTimeout => GatewayError {
+                        message: format!("{}; last failure: {}", e.message, l.message),
+                        ..e
+                    },
                     _ => e,
                 });
             }
@@ -129,16 +145,25 @@ pub(crate) async fn forward(gw: &Gateway, pool: &Arc<Pool>, out: Outgoing) -> Re
 fn request_error(e: reqwest::Error, backend: &str) -> GatewayError {
     let e = e.without_url();
     if e.is_connect() {
-        GatewayError::upstream(ErrorKind::Connect, format!("backend {backend} unreachable: {e}"))
+        GatewayError::upstream(
+            ErrorKind::Connect,
+            format!("backend {backend} unreachable: {e}"),
+        )
     } else if e.is_timeout() {
         GatewayError::upstream(ErrorKind::Timeout, format!("backend {backend} timed out"))
     } else {
-        GatewayError::upstream(ErrorKind::UpstreamBody, format!("backend {backend} failed: {e}"))
+        GatewayError::upstream(
+            ErrorKind::UpstreamBody,
+            format!("backend {backend} failed: {e}"),
+        )
     }
 }
 
 fn timed_out(backend: &str) -> GatewayError {
-    GatewayError::upstream(ErrorKind::Timeout, format!("backend {backend} sent no answer within the first-byte timeout"))
+    GatewayError::upstream(
+        ErrorKind::Timeout,
+        format!("backend {backend} sent no answer within the first-byte timeout"),
+    )
 }
 
 /// One try on one backend; records the outcome on the lease and in metrics.
@@ -151,7 +176,7 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         .header(header::CONTENT_TYPE, "application/json")
         .body(out.body.clone());
     if let Some(key) = &backend.settings.api_key {
-        req = req.bearer_auth(key);
+        req = req.bearer_auth(&key.0);
     }
     if out.stream {
         req = req.header(header::ACCEPT, "text/event-stream");
@@ -159,7 +184,9 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
     let started = Instant::now();
     let deadline = started + gw.settings.first_byte_timeout;
     let fail = |lease: Lease, e: GatewayError| {
-        gw.bal.metrics.error(Some(lease.metrics()), lease.model(), e.kind.label());
+        gw.bal
+            .metrics
+            .error(Some(lease.metrics()), lease.model(), e.kind.label());
         if e.is_backend_failure() {
             lease.fail();
         } else {
@@ -175,16 +202,32 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        let body = timeout_at(deadline, resp.bytes()).await.ok().and_then(Result::ok).unwrap_or_default();
+        let body = timeout_at(deadline, resp.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         if memchr::memmem::find(&body, b"Loading model").is_some() {
             backend.mark_loading();
         } else {
             backend.mark_full();
         }
-        return fail(lease, GatewayError::upstream(ErrorKind::UpstreamBusy, format!("backend {name} is busy or loading")));
+        return fail(
+            lease,
+            GatewayError::upstream(
+                ErrorKind::UpstreamBusy,
+                format!("backend {name} is busy or loading"),
+            ),
+        );
     }
     if status.is_server_error() {
-        return fail(lease, GatewayError::upstream(ErrorKind::UpstreamStatus(status.as_u16()), format!("backend {name} answered {status}")));
+        return fail(
+            lease,
+            GatewayError::upstream(
+                ErrorKind::UpstreamStatus(status.as_u16()),
+                format!("backend {name} answered {status}"),
+            ),
+        );
     }
     if !out.stream || !status.is_success() {
         let body = match timeout_at(deadline, resp.bytes()).await {
@@ -198,25 +241,53 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
             lease.succeed(took);
         } else {
             // The client's request was refused (4xx): pass it on; says nothing about the backend.
-            gw.bal.metrics.error(Some(lease.metrics()), lease.model(), "upstream_client_error");
+            gw.bal.metrics.error(
+                Some(lease.metrics()),
+                lease.model(),
+                "upstream_client_error",
+            );
             lease.neutral();
         }
-        return Ok(Answer::Full { status, content_type, body });
+        return Ok(Answer::Full {
+            status,
+            content_type,
+            body,
+        });
     }
     let mut inner = resp.bytes_stream().boxed();
     let first = match timeout_at(deadline, inner.next()).await {
         Err(_) => return fail(lease, timed_out(name)),
         Ok(Some(Ok(chunk))) => chunk,
         Ok(Some(Err(e))) => return fail(lease, request_error(e, name)),
-        Ok(None) => return fail(lease, GatewayError::upstream(ErrorKind::UpstreamBody, format!("backend {name} ended the stream before any data"))),
+        Ok(None) => {
+            return fail(
+                lease,
+                GatewayError::upstream(
+                    ErrorKind::UpstreamBody,
+                    format!("backend {name} ended the stream before any data"),
+                ),
+            )
+        }
     };
-    lease.metrics().ttft.observe(started.elapsed().as_secs_f64());
+    lease
+        .metrics()
+        .ttft
+        .observe(started.elapsed().as_secs_f64());
     let tokens = completion_tokens(&first);
-    let relay = Relay { first: Some(first), inner, lease: Some(lease), started, tokens };
+    let relay = Relay {
+        first: Some(first),
+        inner,
+        lease: Some(lease),
+        started,
+        tokens,
+    };
     let mut response = Response::new(Body::from_stream(relay));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("text/event-stream")));
+    h.insert(
+        header::CONTENT_TYPE,
+        content_type.unwrap_or(HeaderValue::from_static("text/event-stream")),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(Answer::Stream(response))
@@ -227,7 +298,9 @@ pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"completion_tokens\"";
     let at = memchr::memmem::rfind(body, KEY)? + KEY.len();
     let rest = &body[at..];
-    let rest = &rest[rest.iter().position(|b| !matches!(b, b' ' | b':' | b'\t'))?..];
+    let rest = &rest[rest
+        .iter()
+        .position(|b| !matches!(b, b' ' | b':' | b'\t'))?..];
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }

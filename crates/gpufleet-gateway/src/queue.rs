@@ -35,7 +35,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// Request priority (`X-Priority`, job `priority`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Served first.
@@ -73,7 +75,10 @@ impl FromStr for Priority {
             "high" => Ok(Priority::High),
             "normal" | "" => Ok(Priority::Normal),
             "low" => Ok(Priority::Low),
-            other => Err(GatewayError::downstream(ErrorKind::BadRequest, format!("priority {other:?}: use high, normal or low"))),
+            other => Err(GatewayError::downstream(
+                ErrorKind::BadRequest,
+                format!("priority {other:?}: use high, normal or low"),
+            )),
         }
     }
 }
@@ -90,7 +95,11 @@ pub(crate) struct WaitQueue<T> {
 
 impl<T> WaitQueue<T> {
     pub(crate) fn new(aging: Duration) -> Self {
-        Self { aging, seq: 0, items: BTreeMap::new() }
+        Self {
+            aging,
+            seq: 0,
+            items: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn push(&mut self, priority: Priority, arrived: Instant, item: T) -> Key {
@@ -107,11 +116,6 @@ impl<T> WaitQueue<T> {
     #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<T> {
         self.items.pop_first().map(|(_, v)| v)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
     }
 
     fn keys(&self) -> Vec<Key> {
@@ -135,7 +139,8 @@ pub(crate) enum Admission {
 }
 
 pub(crate) fn admission(depth: usize, priority: Priority, q: &QueueSettings) -> Admission {
-    if depth >= q.reject_all_depth || (depth >= q.reject_normal_depth && priority != Priority::High) {
+    if depth >= q.reject_all_depth || (depth >= q.reject_normal_depth && priority != Priority::High)
+    {
         Admission::Reject
     } else if depth >= q.hint_depth {
         Admission::AcceptWithHint
@@ -173,7 +178,11 @@ impl Drop for Enqueued<'_> {
 impl Pool {
     /// A lease now, or after waiting in the queue. `Ok` carries a `Retry-After` hint when the
     /// queue was deep.
-    pub(crate) async fn acquire(self: &Arc<Self>, bal: &Arc<Balancer>, spec: WaitSpec<'_>) -> Result<(Lease, Option<u64>), GatewayError> {
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        bal: &Arc<Balancer>,
+        spec: WaitSpec<'_>,
+    ) -> Result<(Lease, Option<u64>), GatewayError> {
         if self.waiting.load(Ordering::Acquire) == 0 {
             if let Some(lease) = self.try_lease(bal, spec.excluded) {
                 return Ok((lease, None));
@@ -187,8 +196,11 @@ impl Pool {
                 Admission::AcceptWithHint => hint = Some(self.retry_after(depth)),
                 Admission::Reject => {
                     bal.metrics.queue_rejected(spec.priority);
-                    return Err(GatewayError::internal(ErrorKind::QueueFull, format!("too many requests waiting ({depth}); retry later"))
-                        .with_retry_after(self.retry_after(depth)));
+                    return Err(GatewayError::internal(
+                        ErrorKind::QueueFull,
+                        format!("too many requests waiting ({depth}); retry later"),
+                    )
+                    .with_retry_after(self.retry_after(depth)));
                 }
             }
         }
@@ -196,22 +208,43 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         let key = {
             let mut q = self.queue.lock();
-            let key = q.push(spec.priority, arrived, Waiter { tx, priority: spec.priority, arrived });
+            let key = q.push(
+                spec.priority,
+                arrived,
+                Waiter {
+                    tx,
+                    priority: spec.priority,
+                    arrived,
+                },
+            );
             self.waiting.fetch_add(1, Ordering::AcqRel);
             bal.depth.fetch_add(1, Ordering::AcqRel);
             bal.metrics.queue_depth(spec.priority, 1);
             key
         };
-        let _enqueued = Enqueued { pool: self, bal, key };
+        let _enqueued = Enqueued {
+            pool: self,
+            bal,
+            key,
+        };
         self.dispatch(bal);
         match tokio::time::timeout_at(spec.deadline, rx).await {
             Ok(Ok(lease)) => Ok((lease, hint)),
-            Ok(Err(_)) => Err(GatewayError::internal(ErrorKind::Internal, "queue entry dropped without an answer")),
+            Ok(Err(_)) => Err(GatewayError::internal(
+                ErrorKind::Internal,
+                "queue entry dropped without an answer",
+            )),
             Err(_) => {
                 bal.metrics.queue_timeout(spec.priority);
                 let depth = bal.depth.load(Ordering::Acquire);
-                Err(GatewayError::internal(ErrorKind::QueueTimeout, format!("no capacity for model {:?} within the maximum wait", self.model))
-                    .with_retry_after(self.retry_after(depth)))
+                Err(GatewayError::internal(
+                    ErrorKind::QueueTimeout,
+                    format!(
+                        "no capacity for model {:?} within the maximum wait",
+                        self.model
+                    ),
+                )
+                .with_retry_after(self.retry_after(depth)))
             }
         }
     }
@@ -225,7 +258,9 @@ impl Pool {
         {
             let mut q = self.queue.lock();
             for key in q.keys() {
-                let Some(lease) = self.try_lease(bal, &[]) else { break };
+                let Some(lease) = self.try_lease(bal, &[]) else {
+                    break;
+                };
                 if let Some(w) = q.remove(&key) {
                     self.left_queue(bal, &w);
                     if let Err(lease) = w.tx.send(lease) {
@@ -248,14 +283,18 @@ impl Pool {
     /// Seconds a client should wait: queue depth × mean latency / capacity, in 1..=60.
     pub(crate) fn retry_after(&self, depth: usize) -> u64 {
         let capacity: u32 = self.backends.iter().map(|b| b.limit()).sum::<u32>().max(1);
-        let known: Vec<f64> = self.backends.iter().map(|b| b.latency_ms()).filter(|l| *l > 0.0).collect();
-        let mean_s = if known.is_empty() { 1.0 } else { known.iter().sum::<f64>() / known.len() as f64 / 1000.0 };
+        let known: Vec<f64> = self
+            .backends
+            .iter()
+            .map(|b| b.latency_ms())
+            .filter(|l| *l > 0.0)
+            .collect();
+        let mean_s = if known.is_empty() {
+            1.0
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64 / 1000.0
+        };
         ((depth.max(1) as f64 * mean_s / f64::from(capacity)).ceil() as u64).clamp(1, 60)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn queued(&self) -> usize {
-        self.queue.lock().len()
     }
 }
 

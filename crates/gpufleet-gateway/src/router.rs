@@ -59,11 +59,13 @@ async fn chat(State(gw): Gw, c: Caller, headers: HeaderMap, body: Body) -> Respo
 }
 
 async fn completions(State(gw): Gw, c: Caller, headers: HeaderMap, body: Body) -> Response {
-    gw.serve(Endpoint::Completions, &headers, body, &caller(c)).await
+    gw.serve(Endpoint::Completions, &headers, body, &caller(c))
+        .await
 }
 
 async fn embeddings(State(gw): Gw, c: Caller, headers: HeaderMap, body: Body) -> Response {
-    gw.serve(Endpoint::Embeddings, &headers, body, &caller(c)).await
+    gw.serve(Endpoint::Embeddings, &headers, body, &caller(c))
+        .await
 }
 
 async fn submit_job(State(gw): Gw, c: Caller, headers: HeaderMap, body: Body) -> Response {
@@ -84,7 +86,10 @@ async fn models(State(gw): Gw, c: Caller) -> Response {
 async fn job(State(gw): Gw, Path(id): Path<String>) -> Result<Response, GatewayError> {
     match gw.job(&id).await? {
         Some(view) => Ok(Json(view).into_response()),
-        None => Err(GatewayError::downstream(ErrorKind::NotFound, format!("no job {id:?} (unknown or expired)"))),
+        None => Err(GatewayError::downstream(
+            ErrorKind::NotFound,
+            format!("no job {id:?} (unknown or expired)"),
+        )),
     }
 }
 
@@ -108,7 +113,11 @@ async fn dlq_get(State(gw): Gw, Path(id): Path<String>) -> Result<Response, Gate
 
 async fn dlq_retry(State(gw): Gw, Path(id): Path<String>) -> Result<Response, GatewayError> {
     let job_id = gw.dlq_retry(&id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "status": "queued" }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "status": "queued" })),
+    )
+        .into_response())
 }
 
 async fn dlq_discard(State(gw): Gw, Path(id): Path<String>) -> Result<Response, GatewayError> {

@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const WORDS: &[&str] = &["The", " quick", " mock", " model", " says", " hello", " to", " the", " fleet", "."];
+const WORDS: &[&str] = &[
+    "The", " quick", " mock", " model", " says", " hello", " to", " the", " fleet", ".",
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -39,7 +41,11 @@ pub(crate) fn error(status: StatusCode, message: &str, kind: &str) -> Response {
 }
 
 pub(crate) fn loading() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "Loading model", "unavailable_error")
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Loading model",
+        "unavailable_error",
+    )
 }
 
 pub(crate) async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -52,21 +58,41 @@ pub(crate) async fn text(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
 
 /// Admission shared by every generation route: loading, parse, injected failure, slot, first
 /// byte delay, hang. `Err` is the answer to send instead.
-async fn admit<T: for<'de> Deserialize<'de>>(s: &Arc<Shared>, body: &[u8]) -> Result<(T, InFlight, Slot), Response> {
+async fn admit<T: for<'de> Deserialize<'de>>(
+    s: &Arc<Shared>,
+    body: &[u8],
+) -> Result<(T, InFlight, Slot), Response> {
     s.count_received();
     if s.is_loading() {
         return Err(loading());
     }
-    let req: T = serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid request body: {e}"), "invalid_request_error"))?;
+    let req: T = serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid request body: {e}"),
+            "invalid_request_error",
+        )
+    })?;
     let in_flight = s.in_flight();
     if s.roll_fail() {
         s.count_failed();
-        return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure", "server_error"));
+        return Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected failure",
+            "server_error",
+        ));
     }
-    let slot = if s.config.queue_when_full { s.wait_slot().await } else { s.try_slot() };
+    let slot = if s.config.queue_when_full {
+        s.wait_slot().await
+    } else {
+        s.try_slot()
+    };
     let Some(slot) = slot else {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "no slot available", "unavailable_error"));
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no slot available",
+            "unavailable_error",
+        ));
     };
     sleep_ms(s.config.slow_first_byte_ms).await;
     if s.roll_hang() {
@@ -81,11 +107,23 @@ async fn generate(s: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let asked = req.max_tokens.or(req.n_predict).filter(|n| *n >= 0).map_or(u64::MAX, |n| n as u64);
+    let asked = req
+        .max_tokens
+        .or(req.n_predict)
+        .filter(|n| *n >= 0)
+        .map_or(u64::MAX, |n| n as u64);
     let n = asked.min(u64::from(s.config.max_tokens)).max(1);
     let prompt = (body.len() as u64 / 4).max(1);
     let model = req.model.unwrap_or_else(|| s.config.model.clone());
-    let gen = Generation { shared: s.clone(), kind, model, n, prompt, id: request_id(kind), created: now_s() };
+    let gen = Generation {
+        shared: s.clone(),
+        kind,
+        model,
+        n,
+        prompt,
+        id: request_id(kind),
+        created: now_s(),
+    };
     if req.stream.unwrap_or(false) {
         return gen.stream(in_flight, slot);
     }
@@ -119,11 +157,17 @@ fn word(i: u64) -> &'static str {
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn request_id(kind: Kind) -> String {
-    let prefix = if kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
+    let prefix = if kind == Kind::Chat {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    };
     format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
@@ -158,8 +202,12 @@ impl Generation {
     }
 
     fn finish_counters(&self) {
-        self.shared.prompt_tokens.fetch_add(self.prompt, Ordering::Relaxed);
-        self.shared.tokens_predicted.fetch_add(self.n, Ordering::Relaxed);
+        self.shared
+            .prompt_tokens
+            .fetch_add(self.prompt, Ordering::Relaxed);
+        self.shared
+            .tokens_predicted
+            .fetch_add(self.n, Ordering::Relaxed);
         self.shared.count_served();
     }
 
@@ -177,8 +225,10 @@ impl Generation {
                         "system_fingerprint": "gpufleet-sim",
                         "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
             }
-            Kind::Text => json!({ "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
-                    "choices": [{ "index": 0, "text": token.map_or("", word), "logprobs": null, "finish_reason": finish }] }),
+            Kind::Text => {
+                json!({ "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                    "choices": [{ "index": 0, "text": token.map_or("", word), "logprobs": null, "finish_reason": finish }] })
+            }
         };
         if last {
             v["usage"] = self.usage();
@@ -187,13 +237,22 @@ impl Generation {
     }
 
     fn stream(self, in_flight: InFlight, slot: Slot) -> Response {
-        let state = StreamState { gen: self, next: 0, done: false, _guards: (in_flight, slot) };
+        let state = StreamState {
+            gen: self,
+            next: 0,
+            done: false,
+            _guards: (in_flight, slot),
+        };
         let body = futures::stream::unfold(state, |mut st| async move {
             if st.done {
                 return None;
             }
             let cfg = &st.gen.shared.config;
-            let wait = if st.next == 0 { Duration::from_millis(cfg.latency_ms) } else { cfg.token_interval() };
+            let wait = if st.next == 0 {
+                Duration::from_millis(cfg.latency_ms)
+            } else {
+                cfg.token_interval()
+            };
             if !wait.is_zero() && st.next < st.gen.n {
                 tokio::time::sleep(wait).await;
             }
@@ -211,7 +270,10 @@ impl Generation {
         });
         let mut resp = Response::new(Body::from_stream(body));
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         resp
     }
@@ -237,8 +299,12 @@ pub(crate) async fn embeddings(State(s): State<Arc<Shared>>, body: Bytes) -> Res
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            let seed = text.bytes().fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-            let embedding: Vec<f32> = (0..8u32).map(|k| ((seed.wrapping_add(k * 7919) % 2000) as f32 / 1000.0) - 1.0).collect();
+            let seed = text
+                .bytes()
+                .fold(17u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+            let embedding: Vec<f32> = (0..8u32)
+                .map(|k| ((seed.wrapping_add(k * 7919) % 2000) as f32 / 1000.0) - 1.0)
+                .collect();
             json!({ "object": "embedding", "index": i, "embedding": embedding })
         })
         .collect();

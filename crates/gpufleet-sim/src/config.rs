@@ -52,7 +52,10 @@ impl Default for MockConfig {
 impl MockConfig {
     /// A healthy server for `model` with default settings.
     pub fn new(model: impl Into<String>) -> Self {
-        Self { model: model.into(), ..Self::default() }
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
     }
 
     /// Time between two generated tokens (zero when unpaced).

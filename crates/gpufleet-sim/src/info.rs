@@ -52,17 +52,55 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let st = s.stats();
     let slots = s.config.slots.max(1) as f64;
     let rows: [(&str, &str, &str, f64); 7] = [
-        ("prompt_tokens_total", "counter", "Number of prompt tokens processed.", s.prompt_tokens.load(Ordering::Relaxed) as f64),
-        ("tokens_predicted_total", "counter", "Number of generation tokens processed.", st.tokens_predicted as f64),
-        ("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.", s.config.tokens_per_s),
-        ("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.", st.processing as f64 / slots),
-        ("requests_processing", "gauge", "Number of request processing.", st.processing as f64),
-        ("requests_deferred", "gauge", "Number of request deferred.", st.deferred as f64),
-        ("n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call.", st.processing as f64),
+        (
+            "prompt_tokens_total",
+            "counter",
+            "Number of prompt tokens processed.",
+            s.prompt_tokens.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "tokens_predicted_total",
+            "counter",
+            "Number of generation tokens processed.",
+            st.tokens_predicted as f64,
+        ),
+        (
+            "predicted_tokens_seconds",
+            "gauge",
+            "Average generation throughput in tokens/s.",
+            s.config.tokens_per_s,
+        ),
+        (
+            "kv_cache_usage_ratio",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            st.processing as f64 / slots,
+        ),
+        (
+            "requests_processing",
+            "gauge",
+            "Number of request processing.",
+            st.processing as f64,
+        ),
+        (
+            "requests_deferred",
+            "gauge",
+            "Number of request deferred.",
+            st.deferred as f64,
+        ),
+        (
+            "n_busy_slots_per_decode",
+            "gauge",
+            "Average number of busy slots per llama_decode() call.",
+            st.processing as f64,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in rows {
-        let _ = writeln!(out, "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP llamacpp:{name} {help}\n# TYPE llamacpp:{name} {kind}\nllamacpp:{name} {value}"
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

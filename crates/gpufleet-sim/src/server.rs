@@ -26,7 +26,11 @@ pub struct MockBackend {
 impl MockBackend {
     /// A server with these settings; its loading period starts now.
     pub fn new(config: MockConfig) -> Self {
-        Self { handle: MockHandle { shared: Shared::new(config) } }
+        Self {
+            handle: MockHandle {
+                shared: Shared::new(config),
+            },
+        }
     }
 
     /// The run-time control of this server.
@@ -50,11 +54,19 @@ impl MockBackend {
 
 /// Serves a mock backend with `config` on `listener` until `shutdown` resolves, then drops every
 /// open connection.
-pub async fn serve(listener: TcpListener, config: MockConfig, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: MockConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     serve_router(listener, MockBackend::new(config).router(), shutdown).await
 }
 
-pub(crate) async fn serve_router(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub(crate) async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -109,7 +121,12 @@ impl MockServer {
         let task = tokio::spawn(serve_router(listener, backend.router(), async {
             let _ = stopped.await;
         }));
-        Ok(Self { addr, handle, stop: Some(stop), task })
+        Ok(Self {
+            addr,
+            handle,
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// The bound address.

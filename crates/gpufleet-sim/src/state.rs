@@ -147,7 +147,11 @@ impl Shared {
         // A permit guarantees a free entry: permits and entries are equal in number.
         let index = busy.iter().position(Option::is_none).unwrap_or(0);
         busy[index] = Some(task);
-        Slot { shared: self.clone(), index, _permit: permit }
+        Slot {
+            shared: self.clone(),
+            index,
+            _permit: permit,
+        }
     }
 
     /// `(slot id, task id when processing)` for every slot.
@@ -201,19 +205,25 @@ pub struct MockHandle {
 
 impl std::fmt::Debug for MockHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockHandle").field("model", &self.shared.config.model).finish_non_exhaustive()
+        f.debug_struct("MockHandle")
+            .field("model", &self.shared.config.model)
+            .finish_non_exhaustive()
     }
 }
 
 impl MockHandle {
     /// Sets the probability (0..=1) of an injected 500.
     pub fn set_fail_rate(&self, rate: f64) {
-        self.shared.fail_rate.store(f64_bits(rate), Ordering::Relaxed);
+        self.shared
+            .fail_rate
+            .store(f64_bits(rate), Ordering::Relaxed);
     }
 
     /// Sets the probability (0..=1) that a request is never answered.
     pub fn set_hang_rate(&self, rate: f64) {
-        self.shared.hang_rate.store(f64_bits(rate), Ordering::Relaxed);
+        self.shared
+            .hang_rate
+            .store(f64_bits(rate), Ordering::Relaxed);
     }
 
     /// Puts the server into (true) or out of (false) the "Loading model" state; false also ends

@@ -10,7 +10,10 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 fn post(path: &str, body: Value) -> Request<Body> {
-    Request::post(path).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap()
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -39,8 +42,18 @@ async fn wait_until(mut cond: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn chat_answers_with_usage_capped_by_max_tokens() {
-    let b = MockBackend::new(MockConfig { max_tokens: 16, ..MockConfig::new("m1") });
-    let resp = call(&b, post("/v1/chat/completions", json!({"model": "m1", "max_tokens": 5, "messages": []}))).await;
+    let b = MockBackend::new(MockConfig {
+        max_tokens: 16,
+        ..MockConfig::new("m1")
+    });
+    let resp = call(
+        &b,
+        post(
+            "/v1/chat/completions",
+            json!({"model": "m1", "max_tokens": 5, "messages": []}),
+        ),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let v = body_json(resp).await;
     assert_eq!(v["object"], "chat.completion");
@@ -48,7 +61,10 @@ async fn chat_answers_with_usage_capped_by_max_tokens() {
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     let resp = call(&b, post("/v1/completions", json!({"prompt": "hi"}))).await;
     let v = body_json(resp).await;
-    assert_eq!(v["usage"]["completion_tokens"], 16, "config max_tokens applies when the request asks for none");
+    assert_eq!(
+        v["usage"]["completion_tokens"], 16,
+        "config max_tokens applies when the request asks for none"
+    );
     assert_eq!(v["model"], "m1");
     assert_eq!(b.handle().stats().served, 2);
 }
@@ -56,11 +72,30 @@ async fn chat_answers_with_usage_capped_by_max_tokens() {
 #[tokio::test]
 async fn stream_is_openai_chunks_ending_in_done() {
     let b = MockBackend::new(MockConfig::new("m1"));
-    let resp = call(&b, post("/v1/chat/completions", json!({"stream": true, "max_tokens": 3}))).await;
+    let resp = call(
+        &b,
+        post(
+            "/v1/chat/completions",
+            json!({"stream": true, "max_tokens": 3}),
+        ),
+    )
+    .await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
-    assert_eq!(events.len(), 5, "3 tokens, the finish chunk and [DONE]: {text}");
+    assert_eq!(
+        events.len(),
+        5,
+        "3 tokens, the finish chunk and [DONE]: {text}"
+    );
     assert_eq!(*events.last().unwrap(), "data: [DONE]");
     let first: Value = serde_json::from_str(events[0].strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(first["object"], "chat.completion.chunk");
@@ -72,10 +107,16 @@ async fn stream_is_openai_chunks_ending_in_done() {
 
 #[tokio::test]
 async fn loading_answers_503_until_switched_off() {
-    let b = MockBackend::new(MockConfig { loading_for_ms: 60_000, ..MockConfig::default() });
+    let b = MockBackend::new(MockConfig {
+        loading_for_ms: 60_000,
+        ..MockConfig::default()
+    });
     let resp = call(&b, get("/health")).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body_json(resp).await, json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}));
+    assert_eq!(
+        body_json(resp).await,
+        json!({"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
+    );
     let resp = call(&b, post("/v1/chat/completions", json!({}))).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     b.handle().set_loading(false);
@@ -83,38 +124,70 @@ async fn loading_answers_503_until_switched_off() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(body_json(resp).await, json!({"status": "ok"}));
     b.handle().set_loading(true);
-    assert_eq!(call(&b, get("/health")).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        call(&b, get("/health")).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test]
 async fn fail_rate_one_gives_500_and_counts() {
-    let b = MockBackend::new(MockConfig { fail_rate: 1.0, ..MockConfig::default() });
+    let b = MockBackend::new(MockConfig {
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    });
     let resp = call(&b, post("/v1/chat/completions", json!({}))).await;
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
     b.handle().set_fail_rate(0.0);
-    assert_eq!(call(&b, post("/v1/chat/completions", json!({}))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&b, post("/v1/chat/completions", json!({})))
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let s = b.handle().stats();
     assert_eq!((s.received, s.failed, s.served), (2, 1, 1));
 }
 
 #[tokio::test(start_paused = true)]
 async fn slots_show_real_occupancy_and_full_server_refuses_without_queue() {
-    let b = MockBackend::new(MockConfig { slots: 2, queue_when_full: false, ..MockConfig::default() });
+    let b = MockBackend::new(MockConfig {
+        slots: 2,
+        queue_when_full: false,
+        ..MockConfig::default()
+    });
     // Two open streams hold both slots until their bodies are dropped.
     let s1 = call(&b, post("/v1/chat/completions", json!({"stream": true}))).await;
     let s2 = call(&b, post("/v1/chat/completions", json!({"stream": true}))).await;
     let slots = body_json(call(&b, get("/slots")).await).await;
-    let busy: Vec<bool> = slots.as_array().unwrap().iter().map(|s| s["is_processing"].as_bool().unwrap()).collect();
+    let busy: Vec<bool> = slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["is_processing"].as_bool().unwrap())
+        .collect();
     assert_eq!(busy, vec![true, true]);
     let refused = call(&b, post("/v1/chat/completions", json!({}))).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let metrics = call(&b, get("/metrics")).await.into_body().collect().await.unwrap().to_bytes();
+    let metrics = call(&b, get("/metrics"))
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
     let metrics = String::from_utf8(metrics.to_vec()).unwrap();
-    assert!(metrics.contains("llamacpp:requests_processing 2"), "{metrics}");
+    assert!(
+        metrics.contains("llamacpp:requests_processing 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("llamacpp:requests_deferred 0"));
     drop(s1);
     let slots = body_json(call(&b, get("/slots")).await).await;
-    assert_eq!(slots[0]["is_processing"], false, "a dropped stream (client gone) frees its slot");
+    assert_eq!(
+        slots[0]["is_processing"], false,
+        "a dropped stream (client gone) frees its slot"
+    );
     assert_eq!(b.handle().stats().in_flight, 1);
     drop(s2);
     assert_eq!(b.handle().stats().in_flight, 0);
@@ -122,7 +195,10 @@ async fn slots_show_real_occupancy_and_full_server_refuses_without_queue() {
 
 #[tokio::test(start_paused = true)]
 async fn full_server_defers_requests_until_a_slot_frees() {
-    let b = MockBackend::new(MockConfig { slots: 1, ..MockConfig::default() });
+    let b = MockBackend::new(MockConfig {
+        slots: 1,
+        ..MockConfig::default()
+    });
     let held = call(&b, post("/v1/chat/completions", json!({"stream": true}))).await;
     let router = b.router();
     let waiting = tokio::spawn(router.oneshot(post("/v1/chat/completions", json!({}))));
@@ -137,7 +213,10 @@ async fn full_server_defers_requests_until_a_slot_frees() {
 
 #[tokio::test(start_paused = true)]
 async fn hang_never_answers_and_frees_on_disconnect() {
-    let b = MockBackend::new(MockConfig { hang_rate: 1.0, ..MockConfig::default() });
+    let b = MockBackend::new(MockConfig {
+        hang_rate: 1.0,
+        ..MockConfig::default()
+    });
     let router = b.router();
     let hung = tokio::spawn(router.oneshot(post("/v1/chat/completions", json!({}))));
     let h = b.handle();
@@ -162,23 +241,36 @@ async fn embeddings_and_models() {
 
 #[tokio::test]
 async fn crash_is_requested_after_n_requests() {
-    let b = MockBackend::new(MockConfig { crash_after: Some(2), ..MockConfig::default() });
+    let b = MockBackend::new(MockConfig {
+        crash_after: Some(2),
+        ..MockConfig::default()
+    });
     let h = b.handle();
     call(&b, post("/v1/chat/completions", json!({}))).await;
     let crashed = tokio::spawn(async move { h.crash_requested().await });
     tokio::task::yield_now().await;
     assert!(!crashed.is_finished());
     call(&b, post("/v1/chat/completions", json!({}))).await;
-    tokio::time::timeout(Duration::from_secs(10), crashed).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), crashed)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn server_stop_drops_open_connections() {
-    let server = MockServer::start(MockConfig { hang_rate: 1.0, ..MockConfig::default() }).await.unwrap();
+    let server = MockServer::start(MockConfig {
+        hang_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
     let url = server.url();
     let h = server.handle().clone();
     let client = tokio::spawn(async move {
-        let stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+        let stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .unwrap();
         let (mut r, mut w) = stream.into_split();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         w.write_all(b"POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}").await.unwrap();
@@ -188,11 +280,20 @@ async fn server_stop_drops_open_connections() {
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while h.stats().processing == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "request never arrived");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "request never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.stop().await;
-    let answer = tokio::time::timeout(Duration::from_secs(10), client).await.unwrap().unwrap();
-    assert!(answer.is_empty(), "the connection is closed without an answer, like a killed server");
+    let answer = tokio::time::timeout(Duration::from_secs(10), client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.is_empty(),
+        "the connection is closed without an answer, like a killed server"
+    );
     assert_eq!(h.stats().in_flight, 0);
 }

@@ -52,7 +52,8 @@ fn view(d: &DeadLetter, with_body: bool) -> DeadJob {
     let msg = JobMessage::decode(&d.payload).ok();
     let body = with_body.then(|| {
         let raw = msg.as_ref().map_or(&d.payload[..], |m| &m.body[..]);
-        serde_json::from_slice(raw).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()))
+        serde_json::from_slice(raw)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(raw).into_owned()))
     });
     DeadJob {
         id: d.id.to_string(),
@@ -69,52 +70,94 @@ fn view(d: &DeadLetter, with_body: bool) -> DeadJob {
 
 impl Gateway {
     async fn open_dead_letters(&self) -> Result<Vec<DeadLetter>, GatewayError> {
-        let resolved: HashSet<String> = self.jobs.resolved_dead_letters().await.map_err(store_error)?.into_iter().collect();
-        let all = self.broker.dead_letters(&self.settings.jobs.topic, MAX_SCAN).await.map_err(broker_error)?;
-        Ok(all.into_iter().filter(|d| !resolved.contains(&d.id.to_string())).collect())
+        let resolved: HashSet<String> = self
+            .jobs
+            .resolved_dead_letters()
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .collect();
+        let all = self
+            .broker
+            .dead_letters(&self.settings.jobs.topic, MAX_SCAN)
+            .await
+            .map_err(broker_error)?;
+        Ok(all
+            .into_iter()
+            .filter(|d| !resolved.contains(&d.id.to_string()))
+            .collect())
     }
 
     /// Dead-lettered jobs not yet retried or discarded, oldest first, at most `limit`.
     pub async fn dlq_list(&self, limit: usize) -> Result<Vec<DeadJob>, GatewayError> {
-        Ok(self.open_dead_letters().await?.iter().take(limit).map(|d| view(d, false)).collect())
+        Ok(self
+            .open_dead_letters()
+            .await?
+            .iter()
+            .take(limit)
+            .map(|d| view(d, false))
+            .collect())
     }
 
     /// One dead-lettered job with its request body.
     pub async fn dlq_get(&self, id: &str) -> Result<DeadJob, GatewayError> {
         let open = self.open_dead_letters().await?;
-        open.iter().find(|d| d.id.to_string() == id).map(|d| view(d, true)).ok_or_else(|| not_found(id))
+        open.iter()
+            .find(|d| d.id.to_string() == id)
+            .map(|d| view(d, true))
+            .ok_or_else(|| not_found(id))
     }
 
     /// Publishes the job again (same job id, attempts start over) and hides the dead letter.
     pub async fn dlq_retry(&self, id: &str) -> Result<JobId, GatewayError> {
         let open = self.open_dead_letters().await?;
-        let dead = open.iter().find(|d| d.id.to_string() == id).ok_or_else(|| not_found(id))?;
-        let msg = JobMessage::decode(&dead.payload)
-            .map_err(|e| GatewayError::downstream(ErrorKind::BadRequest, format!("dead letter {id} is not a job: {e}")))?;
-        if !self.jobs.resolve_dead_letter(id, "retried", now_ms()).await.map_err(store_error)? {
+        let dead = open
+            .iter()
+            .find(|d| d.id.to_string() == id)
+            .ok_or_else(|| not_found(id))?;
+        let msg = JobMessage::decode(&dead.payload).map_err(|e| {
+            GatewayError::downstream(
+                ErrorKind::BadRequest,
+                format!("dead letter {id} is not a job: {e}"),
+            )
+        })?;
+        if !self
+            .jobs
+            .resolve_dead_letter(id, "retried", now_ms())
+            .await
+            .map_err(store_error)?
+        {
             return Err(not_found(id));
         }
         let now = now_ms();
-        let mut rec = self.jobs.get(&msg.id, now).await.map_err(store_error)?.unwrap_or_else(|| super::JobRecord {
-            id: msg.id.clone(),
-            status: JobStatus::Queued,
-            model: msg.model.clone(),
-            endpoint: msg.endpoint,
-            priority: msg.priority,
-            created_ms: now,
-            updated_ms: now,
-            attempts: 0,
-            result: None,
-            error: None,
-            expires_ms: None,
-        });
+        let mut rec = self
+            .jobs
+            .get(&msg.id, now)
+            .await
+            .map_err(store_error)?
+            .unwrap_or_else(|| super::JobRecord {
+                id: msg.id.clone(),
+                status: JobStatus::Queued,
+                model: msg.model.clone(),
+                endpoint: msg.endpoint,
+                priority: msg.priority,
+                created_ms: now,
+                updated_ms: now,
+                attempts: 0,
+                result: None,
+                error: None,
+                expires_ms: None,
+            });
         rec.status = JobStatus::Queued;
         rec.attempts = 0;
         rec.error = None;
         rec.expires_ms = None;
         rec.updated_ms = now;
         self.jobs.upsert(&rec).await.map_err(store_error)?;
-        self.broker.publish(&self.settings.jobs.topic, &[msg.encode()]).await.map_err(broker_error)?;
+        self.broker
+            .publish(&self.settings.jobs.topic, &[msg.encode()])
+            .await
+            .map_err(broker_error)?;
         Ok(msg.id)
     }
 
@@ -124,7 +167,12 @@ impl Gateway {
         if !open.iter().any(|d| d.id.to_string() == id) {
             return Err(not_found(id));
         }
-        if !self.jobs.resolve_dead_letter(id, "discarded", now_ms()).await.map_err(store_error)? {
+        if !self
+            .jobs
+            .resolve_dead_letter(id, "discarded", now_ms())
+            .await
+            .map_err(store_error)?
+        {
             return Err(not_found(id));
         }
         Ok(())

@@ -74,7 +74,13 @@ const MAGIC: &str = "gpufleet-job/1";
 
 impl JobMessage {
     pub(crate) fn encode(&self) -> Bytes {
-        let header = format!("{MAGIC} {} {} {} {}\n", self.id, self.endpoint.as_str(), self.priority.as_str(), self.model);
+        let header = format!(
+            "{MAGIC} {} {} {} {}\n",
+            self.id,
+            self.endpoint.as_str(),
+            self.priority.as_str(),
+            self.model
+        );
         let mut out = Vec::with_capacity(header.len() + self.body.len());
         out.extend_from_slice(header.as_bytes());
         out.extend_from_slice(&self.body);
@@ -88,7 +94,12 @@ impl JobMessage {
         if parts.next() != Some(MAGIC) {
             return Err(format!("not a job payload: {header:?}"));
         }
-        let mut next = |what: &str| parts.next().filter(|s| !s.is_empty()).ok_or(format!("job header lacks {what}"));
+        let mut next = |what: &str| {
+            parts
+                .next()
+                .filter(|s| !s.is_empty())
+                .ok_or(format!("job header lacks {what}"))
+        };
         let id = JobId::parse(next("id")?).ok_or("bad job id")?;
         let endpoint = match next("endpoint")? {
             "chat" => Endpoint::Chat,
@@ -96,9 +107,17 @@ impl JobMessage {
             "embeddings" => Endpoint::Embeddings,
             other => return Err(format!("unknown endpoint {other:?}")),
         };
-        let priority = next("priority")?.parse().map_err(|e: GatewayError| e.message)?;
+        let priority = next("priority")?
+            .parse()
+            .map_err(|e: GatewayError| e.message)?;
         let model = next("model")?.to_owned();
-        Ok(Self { id, endpoint, priority, model, body: payload.slice(nl + 1..) })
+        Ok(Self {
+            id,
+            endpoint,
+            priority,
+            model,
+            body: payload.slice(nl + 1..),
+        })
     }
 }
 
@@ -129,7 +148,9 @@ pub struct JobView {
 
 impl From<JobRecord> for JobView {
     fn from(r: JobRecord) -> Self {
-        let result = r.result.map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)));
+        let result = r
+            .result
+            .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)));
         Self {
             id: r.id,
             status: r.status,
@@ -146,7 +167,9 @@ impl From<JobRecord> for JobView {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn store_error(e: JobStoreError) -> GatewayError {
@@ -155,7 +178,13 @@ fn store_error(e: JobStoreError) -> GatewayError {
 
 impl Gateway {
     /// Records a job as queued and publishes it; returns its id. `body` is what goes upstream.
-    pub(crate) async fn submit_job(&self, endpoint: Endpoint, model: &str, priority: Priority, body: Bytes) -> Result<JobId, GatewayError> {
+    pub(crate) async fn submit_job(
+        &self,
+        endpoint: Endpoint,
+        model: &str,
+        priority: Priority,
+        body: Bytes,
+    ) -> Result<JobId, GatewayError> {
         let id = JobId::generate();
         let now = now_ms();
         let record = JobRecord {
@@ -172,23 +201,53 @@ impl Gateway {
             expires_ms: None,
         };
         self.jobs.upsert(&record).await.map_err(store_error)?;
-        let msg = JobMessage { id: id.clone(), endpoint, priority, model: model.to_owned(), body };
-        if let Err(e) = self.broker.publish(&self.settings.jobs.topic, &[msg.encode()]).await {
-            let failed = JobRecord { status: JobStatus::Failed, error: Some(format!("could not be queued: {e}")), expires_ms: Some(now + self.ttl_ms()), ..record };
+        let msg = JobMessage {
+            id: id.clone(),
+            endpoint,
+            priority,
+            model: model.to_owned(),
+            body,
+        };
+        if let Err(e) = self
+            .broker
+            .publish(&self.settings.jobs.topic, &[msg.encode()])
+            .await
+        {
+            let failed = JobRecord {
+                status: JobStatus::Failed,
+                error: Some(format!("could not be queued: {e}")),
+                expires_ms: Some(now + self.ttl_ms()),
+                ..record
+            };
             let _ = self.jobs.upsert(&failed).await;
-            return Err(GatewayError::internal(ErrorKind::Unavailable, format!("job queue unavailable: {e}")).with_retry_after(5));
+            return Err(GatewayError::internal(
+                ErrorKind::Unavailable,
+                format!("job queue unavailable: {e}"),
+            )
+            .with_retry_after(5));
         }
         Ok(id)
     }
 
     /// A job's status and result, if it exists and has not expired.
     pub async fn job(&self, id: &str) -> Result<Option<JobView>, GatewayError> {
-        let Some(id) = JobId::parse(id) else { return Ok(None) };
-        Ok(self.jobs.get(&id, now_ms()).await.map_err(store_error)?.map(JobView::from))
+        let Some(id) = JobId::parse(id) else {
+            return Ok(None);
+        };
+        Ok(self
+            .jobs
+            .get(&id, now_ms())
+            .await
+            .map_err(store_error)?
+            .map(JobView::from))
     }
 
     pub(crate) fn ttl_ms(&self) -> i64 {
-        self.settings.jobs.result_ttl.as_millis().min(i64::MAX as u128) as i64
+        self.settings
+            .jobs
+            .result_ttl
+            .as_millis()
+            .min(i64::MAX as u128) as i64
     }
 }
 

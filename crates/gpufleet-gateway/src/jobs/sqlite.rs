@@ -8,7 +8,10 @@ use super::JobId;
 use crate::proxy::Endpoint;
 use crate::queue::Priority;
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::Row;
 use std::path::Path;
 use std::time::Duration;
@@ -41,7 +44,11 @@ impl SqliteJobStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(backend)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await.map_err(backend)?;
         }
@@ -72,10 +79,15 @@ fn record(row: &SqliteRow) -> Result<JobRecord, JobStoreError> {
         status: JobStatus::parse(&text("status")?).ok_or_else(|| corrupt("status"))?,
         model: text("model")?,
         endpoint: endpoint(&text("endpoint")?).ok_or_else(|| corrupt("endpoint"))?,
-        priority: text("priority")?.parse::<Priority>().map_err(|_| corrupt("priority"))?,
+        priority: text("priority")?
+            .parse::<Priority>()
+            .map_err(|_| corrupt("priority"))?,
         created_ms: row.try_get("created_ms").map_err(backend)?,
         updated_ms: row.try_get("updated_ms").map_err(backend)?,
-        attempts: row.try_get::<i64, _>("attempts").map_err(backend)?.clamp(0, i64::from(u32::MAX)) as u32,
+        attempts: row
+            .try_get::<i64, _>("attempts")
+            .map_err(backend)?
+            .clamp(0, i64::from(u32::MAX)) as u32,
         result: row.try_get("result").map_err(backend)?,
         error: row.try_get("error").map_err(backend)?,
         expires_ms: row.try_get("expires_ms").map_err(backend)?,
@@ -108,38 +120,54 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn get(&self, id: &JobId, now_ms: i64) -> Result<Option<JobRecord>, JobStoreError> {
-        let row = sqlx::query("SELECT * FROM gateway_jobs WHERE id = ? AND (expires_ms IS NULL OR expires_ms > ?)")
-            .bind(id.as_str())
-            .bind(now_ms)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(
+            "SELECT * FROM gateway_jobs WHERE id = ? AND (expires_ms IS NULL OR expires_ms > ?)",
+        )
+        .bind(id.as_str())
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
         row.as_ref().map(record).transpose()
     }
 
     async fn expire(&self, now_ms: i64) -> Result<u64, JobStoreError> {
-        let done = sqlx::query("DELETE FROM gateway_jobs WHERE expires_ms IS NOT NULL AND expires_ms <= ?")
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+        let done = sqlx::query(
+            "DELETE FROM gateway_jobs WHERE expires_ms IS NOT NULL AND expires_ms <= ?",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(done.rows_affected())
     }
 
-    async fn resolve_dead_letter(&self, id: &str, action: &str, now_ms: i64) -> Result<bool, JobStoreError> {
-        let done = sqlx::query("INSERT OR IGNORE INTO gateway_dlq_resolved (id, action, at_ms) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(action)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
+    async fn resolve_dead_letter(
+        &self,
+        id: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<bool, JobStoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO gateway_dlq_resolved (id, action, at_ms) VALUES (?, ?, ?)",
+        )
+        .bind(id)
+        .bind(action)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn resolved_dead_letters(&self) -> Result<Vec<String>, JobStoreError> {
-        let rows = sqlx::query("SELECT id FROM gateway_dlq_resolved").fetch_all(&self.pool).await.map_err(backend)?;
-        rows.iter().map(|r| r.try_get::<String, _>("id").map_err(backend)).collect()
+        let rows = sqlx::query("SELECT id FROM gateway_dlq_resolved")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(backend))
+            .collect()
     }
 }
 
@@ -173,13 +201,26 @@ mod tests {
         store.upsert(&keep).await.unwrap();
         store.upsert(&old).await.unwrap();
         assert_eq!(store.get(&old.id, 500).await.unwrap().as_ref(), Some(&old));
-        assert_eq!(store.get(&old.id, 1_000).await.unwrap(), None, "expired records are not returned");
+        assert_eq!(
+            store.get(&old.id, 1_000).await.unwrap(),
+            None,
+            "expired records are not returned"
+        );
         assert_eq!(store.expire(2_000).await.unwrap(), 1);
-        assert!(store.resolve_dead_letter("7", "discarded", 1).await.unwrap());
-        assert!(!store.resolve_dead_letter("7", "retried", 2).await.unwrap(), "a dead letter is handled once");
+        assert!(store
+            .resolve_dead_letter("7", "discarded", 1)
+            .await
+            .unwrap());
+        assert!(
+            !store.resolve_dead_letter("7", "retried", 2).await.unwrap(),
+            "a dead letter is handled once"
+        );
         store.close().await;
         let store = SqliteJobStore::open(&path).await.unwrap();
         assert_eq!(store.get(&keep.id, 5_000).await.unwrap(), Some(keep));
-        assert_eq!(store.resolved_dead_letters().await.unwrap(), vec!["7".to_owned()]);
+        assert_eq!(
+            store.resolved_dead_letters().await.unwrap(),
+            vec!["7".to_owned()]
+        );
     }
 }

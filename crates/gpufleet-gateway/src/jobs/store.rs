@@ -91,7 +91,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// Deletes records expired at `now_ms`; returns how many.
     async fn expire(&self, now_ms: i64) -> Result<u64, JobStoreError>;
     /// Marks a dead letter as handled (`retried` or `discarded`); false when it already was.
-    async fn resolve_dead_letter(&self, id: &str, action: &str, now_ms: i64) -> Result<bool, JobStoreError>;
+    async fn resolve_dead_letter(
+        &self,
+        id: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<bool, JobStoreError>;
     /// Ids of handled dead letters.
     async fn resolved_dead_letters(&self) -> Result<Vec<String>, JobStoreError>;
 }

@@ -58,7 +58,11 @@ impl JobWorker {
                 let ok = matches!(verdict, Verdict::Ack);
                 match verdict {
                     Verdict::Ack => broker.ack(&jobs.topic, &jobs.group, &[msg.id]).await?,
-                    Verdict::Nack(ref reason) => broker.nack(&jobs.topic, &jobs.group, msg.id, reason).await?,
+                    Verdict::Nack(ref reason) => {
+                        broker
+                            .nack(&jobs.topic, &jobs.group, msg.id, reason)
+                            .await?
+                    }
                 }
                 ctx.record(ok, started.elapsed(), None);
             }
@@ -91,7 +95,10 @@ impl JobWorker {
         }
         let max = gw.settings.jobs.max_attempts;
         if msg.attempt > max {
-            return Verdict::Nack(rec.error.unwrap_or_else(|| format!("more than {max} attempts")));
+            return Verdict::Nack(
+                rec.error
+                    .unwrap_or_else(|| format!("more than {max} attempts")),
+            );
         }
         rec.status = JobStatus::Running;
         rec.attempts = msg.attempt;
@@ -112,7 +119,10 @@ impl JobWorker {
             }
             Ok((status, body)) => {
                 rec.status = JobStatus::Failed;
-                rec.error = Some(format!("backend refused the job ({status}): {}", String::from_utf8_lossy(&body)));
+                rec.error = Some(format!(
+                    "backend refused the job ({status}): {}",
+                    String::from_utf8_lossy(&body)
+                ));
                 gw.bal.metrics.job("failed");
                 Verdict::Ack
             }
@@ -124,7 +134,10 @@ impl JobWorker {
             }
             Err(e) if msg.attempt >= max => {
                 rec.status = JobStatus::Failed;
-                rec.error = Some(format!("dead-lettered after {} attempts: {}", msg.attempt, e.message));
+                rec.error = Some(format!(
+                    "dead-lettered after {} attempts: {}",
+                    msg.attempt, e.message
+                ));
                 gw.bal.metrics.job("dead_lettered");
                 Verdict::Nack(e.message)
             }
@@ -147,7 +160,10 @@ impl JobWorker {
 
 impl Gateway {
     /// Runs a job once: status and body of the backend's answer.
-    async fn run_job(&self, job: &JobMessage) -> Result<(axum::http::StatusCode, bytes::Bytes), GatewayError> {
+    async fn run_job(
+        &self,
+        job: &JobMessage,
+    ) -> Result<(axum::http::StatusCode, bytes::Bytes), GatewayError> {
         let pool = self.pool(&job.model)?;
         let out = Outgoing {
             endpoint: job.endpoint,
@@ -159,7 +175,10 @@ impl Gateway {
         };
         match proxy::forward(self, &pool, out).await?.0 {
             Answer::Full { status, body, .. } => Ok((status, body)),
-            Answer::Stream(_) => Err(GatewayError::internal(crate::error::ErrorKind::Internal, "a job was answered as a stream")),
+            Answer::Stream(_) => Err(GatewayError::internal(
+                crate::error::ErrorKind::Internal,
+                "a job was answered as a stream",
+            )),
         }
     }
 }

@@ -4,7 +4,13 @@ use super::*;
 use proptest::prelude::*;
 
 fn settings() -> QueueSettings {
-    QueueSettings { hint_depth: 30, reject_normal_depth: 40, reject_all_depth: 50, max_wait: Duration::from_secs(30), aging: Duration::from_secs(2) }
+    QueueSettings {
+        hint_depth: 30,
+        reject_normal_depth: 40,
+        reject_all_depth: 50,
+        max_wait: Duration::from_secs(30),
+        aging: Duration::from_secs(2),
+    }
 }
 
 #[test]
@@ -22,7 +28,15 @@ fn documented_thresholds() {
         (50, Reject, Reject, Reject),
         (500, Reject, Reject, Reject),
     ] {
-        assert_eq!([admission(depth, Low, &q), admission(depth, Normal, &q), admission(depth, High, &q)], [low, normal, high], "depth {depth}");
+        assert_eq!(
+            [
+                admission(depth, Low, &q),
+                admission(depth, Normal, &q),
+                admission(depth, High, &q)
+            ],
+            [low, normal, high],
+            "depth {depth}"
+        );
     }
 }
 
@@ -54,8 +68,20 @@ struct Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    (prop_oneof![Just(Priority::High), Just(Priority::Normal), Just(Priority::Low)], 0u64..3_000, 0usize..3)
-        .prop_map(|(priority, gap_ms, pops)| Op { priority, gap_ms, pops })
+    (
+        prop_oneof![
+            Just(Priority::High),
+            Just(Priority::Normal),
+            Just(Priority::Low)
+        ],
+        0u64..3_000,
+        0usize..3,
+    )
+        .prop_map(|(priority, gap_ms, pops)| Op {
+            priority,
+            gap_ms,
+            pops,
+        })
 }
 
 proptest! {
@@ -71,7 +97,7 @@ proptest! {
         let mut popped: Vec<(u64, u64)> = Vec::new(); // (seq, arrival ms) in pop order
         let mut now_ms = 0u64;
         let mut seq = 0u64;
-        let mut pop = |q: &mut WaitQueue<(u64, u64)>, model: &mut Vec<(Duration, u64, u64)>, popped: &mut Vec<(u64, u64)>| {
+        let pop = |q: &mut WaitQueue<(u64, u64)>, model: &mut Vec<(Duration, u64, u64)>, popped: &mut Vec<(u64, u64)>| {
             let got = q.pop();
             let best = model.iter().enumerate().min_by_key(|(_, m)| (m.0, m.1)).map(|(i, _)| i);
             match (got, best) {

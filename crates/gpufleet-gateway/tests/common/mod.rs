@@ -3,7 +3,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 use gpufleet_broker::{BrokerConfig, EmbeddedBroker, FsyncPolicy};
-use gpufleet_gateway::{router, BackendConfig, BackendKind, Gateway, GatewayConfig, SqliteJobStore};
+use gpufleet_gateway::{
+    router, BackendConfig, BackendKind, Gateway, GatewayConfig, SqliteJobStore,
+};
 use gpufleet_runtime::{Shutdown, Supervisor};
 use gpufleet_sim::{MockConfig, MockServer};
 use serde_json::{json, Value};
@@ -29,11 +31,13 @@ pub struct Harness {
 
 /// Test defaults: fast probe and cooldown, short waits.
 pub fn base_config() -> GatewayConfig {
-    let mut c = GatewayConfig::default();
-    c.probe_interval = "50ms".into();
-    c.probe_timeout = "500ms".into();
-    c.connect_timeout = "500ms".into();
-    c.first_byte_timeout = "5s".into();
+    let mut c = GatewayConfig {
+        probe_interval: "50ms".into(),
+        probe_timeout: "500ms".into(),
+        connect_timeout: "500ms".into(),
+        first_byte_timeout: "5s".into(),
+        ..GatewayConfig::default()
+    };
     c.breaker.cooldown = "200ms".into();
     c.breaker.consecutive_failures = 3;
     c.queue.max_wait = "20s".into();
@@ -64,24 +68,50 @@ impl Harness {
         for (i, m) in mocks.into_iter().enumerate() {
             let slots = m.slots as u32;
             let s = MockServer::start(m).await.unwrap();
-            config.backends.push(backend(&format!("b{i}"), &s.url(), slots));
+            config
+                .backends
+                .push(backend(&format!("b{i}"), &s.url(), slots));
             servers.push(Some(s));
         }
         tweak(&mut config);
         Self::start_with(config, servers, dir).await
     }
 
-    pub async fn start_with(config: GatewayConfig, mocks: Vec<Option<MockServer>>, dir: tempfile::TempDir) -> Self {
-        let addrs = mocks.iter().map(|m| m.as_ref().map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |m| m.addr())).collect();
+    pub async fn start_with(
+        config: GatewayConfig,
+        mocks: Vec<Option<MockServer>>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        Self::start_with_visibility(config, mocks, dir, Duration::from_secs(30)).await
+    }
+
+    pub async fn start_with_visibility(
+        config: GatewayConfig,
+        mocks: Vec<Option<MockServer>>,
+        dir: tempfile::TempDir,
+        visibility: Duration,
+    ) -> Self {
+        let addrs = mocks
+            .iter()
+            .map(|m| {
+                m.as_ref()
+                    .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |m| m.addr())
+            })
+            .collect();
         let settings = config.validate().unwrap();
         let mut bc = BrokerConfig::new(dir.path().join("broker"));
-        bc.visibility_timeout = Duration::from_secs(30);
+        bc.visibility_timeout = visibility;
         bc.max_attempts = settings.jobs.max_attempts;
         bc.fsync = FsyncPolicy::Never;
         let broker = Arc::new(EmbeddedBroker::open(bc).unwrap());
-        let store = Arc::new(SqliteJobStore::open(&dir.path().join("jobs.db")).await.unwrap());
+        let store = Arc::new(
+            SqliteJobStore::open(&dir.path().join("jobs.db"))
+                .await
+                .unwrap(),
+        );
         let (gw, workers) = Gateway::new(settings, broker, store, None).unwrap();
-        let mut supervisor = Supervisor::new(Shutdown::new()).with_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        let mut supervisor = Supervisor::new(Shutdown::new())
+            .with_backoff(Duration::from_millis(20), Duration::from_millis(200));
         for w in workers {
             supervisor.spawn(w);
         }
@@ -92,7 +122,16 @@ impl Harness {
             let _ = axum::serve(listener, app).await;
         });
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        Self { gw, url, mocks, addrs, http, dir, supervisor: Some(supervisor), server }
+        Self {
+            gw,
+            url,
+            mocks,
+            addrs,
+            http,
+            dir,
+            supervisor: Some(supervisor),
+            server,
+        }
     }
 
     pub fn mock(&self, i: usize) -> &MockServer {
@@ -117,17 +156,33 @@ impl Harness {
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        self.http.get(format!("{}{path}", self.url)).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn chat(&self, body: Value) -> reqwest::Response {
-        self.post("/v1/chat/completions", body).send().await.unwrap()
+        self.post("/v1/chat/completions", body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// The `/api/v1/gateway/backends` entry of backend `name`.
     pub async fn backend_status(&self, name: &str) -> Value {
         let all = self.get_json("/api/v1/gateway/backends").await;
-        all["backends"].as_array().unwrap().iter().find(|b| b["name"] == name).cloned().unwrap()
+        all["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == name)
+            .cloned()
+            .unwrap()
     }
 
     pub async fn shutdown(mut self) {
@@ -153,7 +208,29 @@ where
         if cond().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (real time, bounded) until `f` yields a value.
+pub async fn eventually_some<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
