@@ -1,5 +1,6 @@
 //! What handlers are given: backends as trait objects, shared metrics, worker status, settings.
 
+pub(crate) use gpufleet_core::time::now_ms;
 use gpufleet_auth::AuthService;
 use gpufleet_broker::Broker;
 use gpufleet_core::TopicName;
@@ -79,7 +80,3 @@ impl AppState {
     }
 }
 
-/// Wall-clock now in epoch ms.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}

@@ -23,6 +23,11 @@ fn err(input: &[u8], reason: &'static str) -> TimeError {
     TimeError { input: String::from_utf8_lossy(&input[..n]).into_owned(), reason }
 }
 
+/// The wall clock now, in epoch milliseconds (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Days from 1970-01-01 to the civil date (proleptic Gregorian). Howard Hinnant's algorithm.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -9,6 +9,7 @@
 //!   store write is idempotent;
 //! - on shutdown the worker finishes the batch in hand (write + ack) and returns.
 
+use gpufleet_core::time::now_ms;
 use crate::metrics::PipelineMetrics;
 use async_trait::async_trait;
 use gpufleet_broker::{Broker, MessageId};
@@ -122,9 +123,6 @@ impl Collector {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 #[async_trait]
 impl Worker for Collector {

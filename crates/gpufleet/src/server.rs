@@ -4,6 +4,7 @@
 //! SIGINT/SIGTERM: stop accepting, drain in-flight requests, let collectors finish their batch,
 //! flush the audit queue, close the broker, flush the store.
 
+use gpufleet_core::time::now_ms;
 use crate::config::Settings;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -143,9 +144,6 @@ async fn start_auth(settings: &Settings, supervisor: &mut Supervisor) -> Result<
     Ok((auth, key))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Holds an exclusive lock on the data directory so two servers never share it.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {

@@ -5,6 +5,7 @@
 //! (`GET /api/v1/openapi.json`) and on a mutating route that is audited (`POST /api/v1/telemetry`
 //! with a header-only body). Reports p50/p99 of each and the p99 difference (target ≤ 50 µs).
 
+use gpufleet_core::time::now_ms;
 use anyhow::{Context, Result};
 use axum::body::Body;
 use axum::http::Request;
@@ -124,6 +125,3 @@ pub async fn run(args: &AuthBenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}

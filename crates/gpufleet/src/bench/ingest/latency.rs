@@ -6,6 +6,7 @@
 //! fsync does not lower the offered rate). Every batch carries its own timestamp, so the recording
 //! store can tell which batches a write contained.
 
+use gpufleet_core::time::now_ms;
 use crate::config::Settings;
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
@@ -242,9 +243,6 @@ async fn wait_stored(recorder: &RecordingStore, base_ts: i64, n: usize) -> Resul
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 #[cfg(test)]
 mod tests {
