@@ -149,3 +149,47 @@ fn https_with_a_generated_certificate() {
     assert!(ok, "https request with the generated CA never succeeded");
     assert!(!plain.status.success());
 }
+
+#[test]
+fn mtls_requires_a_client_certificate_signed_by_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["certs", "generate", "--out"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .env("GPUFLEET_SERVER_TLS_CLIENT_CA", &cert)
+        .env("GPUFLEET_ADMIN_KEY", admin_key())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pem = std::fs::read(&cert).unwrap();
+    let mut identity_pem = pem.clone();
+    identity_pem.extend_from_slice(&std::fs::read(&key).unwrap());
+    let url = format!("https://localhost:{port}/health");
+    let (with, without) = rt.block_on(async {
+        let ca = reqwest::Certificate::from_pem(&pem).unwrap();
+        let anonymous = reqwest::Client::builder().add_root_certificate(ca.clone()).build().unwrap();
+        let with_cert = reqwest::Client::builder().add_root_certificate(ca).identity(reqwest::Identity::from_pem(&identity_pem).unwrap()).build().unwrap();
+        let mut with = None;
+        for _ in 0..200 {
+            if let Ok(r) = with_cert.get(&url).send().await {
+                with = Some(r.status());
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        (with, anonymous.get(&url).send().await.map(|r| r.status()))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(with, Some(reqwest::StatusCode::OK), "a client with a certificate signed by the CA is served");
+    assert!(without.is_err(), "a client without a certificate is refused in the handshake: {without:?}");
+}
