@@ -75,6 +75,8 @@ impl ProbeWorker {
 
     /// Probes one backend; returns an error text when it is down.
     async fn probe(&self, b: &Arc<Backend>) -> Option<String> {
+        // Our requests at the probe: the larger of before and after, so a request of ours that
+        // started meanwhile is never taken for another client's.
         let in_flight = b.in_flight();
         let health = self.health(b).await;
         let mut cap = Capacity {
@@ -96,7 +98,7 @@ impl ProbeWorker {
         self.gw.bal.transition(b, changed);
         if down.is_some() {
             b.record_probe_error(down.clone().unwrap_or_default());
-        } else if b.apply_probe(cap, in_flight) {
+        } else if b.apply_probe(cap, in_flight.max(b.in_flight())) {
             self.gw.bal.wake_backend(b.idx);
         }
         down

@@ -248,3 +248,100 @@ async fn client_disconnect_cancels_the_upstream_request() {
     .await;
     h.shutdown().await;
 }
+
+struct HotB0;
+
+impl gpufleet_gateway::GpuHints for HotB0 {
+    fn hint(&self, backend: &str, _gpus: &[String]) -> Option<gpufleet_gateway::GpuHint> {
+        (backend == "b0").then_some(gpufleet_gateway::GpuHint {
+            temperature_c: Some(95.0),
+            ..Default::default()
+        })
+    }
+}
+
+#[tokio::test]
+async fn thermally_throttling_gpu_is_skipped_while_another_has_room() {
+    let mut config = common::base_config();
+    let mut mocks = Vec::new();
+    for i in 0..2 {
+        let m = gpufleet_sim::MockServer::start(slow(2)).await.unwrap();
+        config
+            .backends
+            .push(common::backend(&format!("b{i}"), &m.url(), 2));
+        mocks.push(Some(m));
+    }
+    let h = Harness::start_full(
+        config,
+        mocks,
+        tempfile::tempdir().unwrap(),
+        std::time::Duration::from_secs(30),
+        Some(std::sync::Arc::new(HotB0)),
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut resp = h
+            .post("/v1/chat/completions", stream_body())
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.chunk().await.unwrap().is_some());
+        held.push(resp);
+    }
+    assert_eq!(
+        h.mock(1).handle().stats().in_flight,
+        2,
+        "the cool GPU is filled first"
+    );
+    assert_eq!(
+        h.mock(0).handle().stats().in_flight,
+        1,
+        "the hot one only takes the overflow"
+    );
+    drop(held);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_api_key_is_added_and_the_client_key_is_not_forwarded() {
+    use axum::http::HeaderMap;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |headers: HeaderMap| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(
+                    headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                );
+                axum::Json(json!({ "choices": [], "usage": { "completion_tokens": 1 } }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let h = Harness::start(vec![], |c| {
+        let mut b = common::backend("keyed", &url, 4);
+        b.kind = gpufleet_gateway::BackendKind::Openai;
+        b.api_key = Some("sk-upstream".into());
+        c.backends.push(b);
+    })
+    .await;
+    let resp = h
+        .post("/v1/chat/completions", chat_body())
+        .bearer_auth("gateway-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        rx.recv().await.unwrap().as_deref(),
+        Some("Bearer sk-upstream")
+    );
+    h.shutdown().await;
+    server.abort();
+}

@@ -4,7 +4,7 @@
 
 use gpufleet_broker::{BrokerConfig, EmbeddedBroker, FsyncPolicy};
 use gpufleet_gateway::{
-    router, BackendConfig, BackendKind, Gateway, GatewayConfig, SqliteJobStore,
+    router, BackendConfig, BackendKind, Gateway, GatewayConfig, GpuHints, SqliteJobStore,
 };
 use gpufleet_runtime::{Shutdown, Supervisor};
 use gpufleet_sim::{MockConfig, MockServer};
@@ -91,6 +91,16 @@ impl Harness {
         dir: tempfile::TempDir,
         visibility: Duration,
     ) -> Self {
+        Self::start_full(config, mocks, dir, visibility, None).await
+    }
+
+    pub async fn start_full(
+        config: GatewayConfig,
+        mocks: Vec<Option<MockServer>>,
+        dir: tempfile::TempDir,
+        visibility: Duration,
+        hints: Option<Arc<dyn GpuHints>>,
+    ) -> Self {
         let addrs = mocks
             .iter()
             .map(|m| {
@@ -109,7 +119,7 @@ impl Harness {
                 .await
                 .unwrap(),
         );
-        let (gw, workers) = Gateway::new(settings, broker, store, None).unwrap();
+        let (gw, workers) = Gateway::new(settings, broker, store, hints).unwrap();
         let mut supervisor = Supervisor::new(Shutdown::new())
             .with_backoff(Duration::from_millis(20), Duration::from_millis(200));
         for w in workers {
