@@ -52,6 +52,18 @@ impl MockBackend {
     }
 }
 
+impl MockBackend {
+    /// Serves this backend on `listener` until `shutdown` resolves (keep a [`MockBackend::handle`]
+    /// first to act on [`MockHandle::crash_requested`]).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        serve_router(listener, self.router(), shutdown).await
+    }
+}
+
 /// Serves a mock backend with `config` on `listener` until `shutdown` resolves, then drops every
 /// open connection.
 pub async fn serve(
