@@ -85,6 +85,8 @@ pub(crate) async fn guard(State(st): State<AppState>, mut req: Request<Body>, ne
         Err(e) => return auth_error(&e),
     };
     let mutating = is_mutating(&method);
+    // The gateway refuses models outside the key's allowed list.
+    req.extensions_mut().insert(gpufleet_gateway::CallerModels(access.identity.allowed_models.as_ref().map(|m| m.to_vec())));
     req.extensions_mut().insert(access.clone());
     let resp = next.run(req).await;
     if mutating {

@@ -3,6 +3,7 @@
 pub(crate) use gpufleet_core::time::now_ms;
 use gpufleet_auth::AuthService;
 use gpufleet_broker::Broker;
+use gpufleet_gateway::Gateway;
 use gpufleet_core::TopicName;
 use gpufleet_runtime::supervisor::StatusHandle;
 use gpufleet_store::MetricStore;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Authentication, permissions, rate limits and audit. `None` only when explicitly disabled.
     pub auth: Option<Arc<AuthService>>,
+    /// The inference gateway, when configured.
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 impl AppState {
@@ -64,7 +67,17 @@ impl AppState {
     pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn MetricStore>, metrics: PipelineMetrics, settings: ApiSettings) -> Self {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        Self { broker, store, metrics, registry: Arc::new(registry), workers: None, settings: Arc::new(settings), auth: None }
+        Self { broker, store, metrics, registry: Arc::new(registry), workers: None, settings: Arc::new(settings), auth: None, gateway: None }
+    }
+
+    /// Adds the inference gateway and registers its metrics.
+    pub fn with_gateway(mut self, gateway: Arc<Gateway>) -> Self {
+        let mut registry = Registry::default();
+        self.metrics.register(&mut registry);
+        gateway.metrics().register(&mut registry);
+        self.registry = Arc::new(registry);
+        self.gateway = Some(gateway);
+        self
     }
 
     /// Turns on authentication with this service.

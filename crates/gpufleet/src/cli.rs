@@ -68,6 +68,8 @@ pub enum Command {
         #[arg(long)]
         exit_after_replay: bool,
     },
+    /// A llama.cpp-compatible model server simulator (slots, latency, tokens/s, failure injection).
+    MockBackend(crate::mock::MockArgs),
     /// Replay DCGM / wide / nvidia-smi CSV files (plain or gzip) into a server.
     Stream(StreamArgs),
     /// List GPUs with latest values.

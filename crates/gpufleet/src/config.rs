@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub telemetry: TelemetrySection,
     /// Security: rate limits, IP allowlist, permission refinements, audit (see `docs/security.md`).
     pub auth: gpufleet_auth::AuthConfig,
+    /// The inference gateway: backends, aliases, timeouts, breaker, queue, jobs (see `docs/gateway.md`).
+    pub gateway: gpufleet_gateway::GatewayConfig,
 }
 
 /// `[server]`
@@ -209,6 +211,8 @@ pub struct Settings {
     pub auth_enabled: bool,
     /// The `[auth]` section.
     pub auth: gpufleet_auth::AuthConfig,
+    /// The validated `[gateway]` section.
+    pub gateway: gpufleet_gateway::GatewaySettings,
 }
 
 fn dur(key: &str, s: &str) -> Result<Duration> {
@@ -259,6 +263,7 @@ impl FileConfig {
             bail!("server.auth = false is only allowed on a loopback listener (it is meant for benchmarks)");
         }
         self.auth.build_options().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gateway = self.gateway.validate().map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
         let data_dir = self.server.data_dir.clone();
         let mut broker = BrokerConfig::new(data_dir.join("broker"));
         broker.visibility_timeout = dur("broker.visibility_timeout", &self.broker.visibility_timeout)?;
@@ -293,6 +298,7 @@ impl FileConfig {
             metrics_public: self.server.metrics_public,
             auth_enabled: self.server.auth,
             auth: self.auth.clone(),
+            gateway,
         })
     }
 }

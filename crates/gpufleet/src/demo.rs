@@ -1,6 +1,7 @@
 //! `gpufleet demo`: `up` on a fresh data directory (retention off, since the bundled capture is
-//! from 2025), a replay of the bundled real DCGM capture through the streamer, a wait until every
-//! sample is stored, then the URLs and commands to look at.
+//! from 2025) with three simulated llama.cpp servers behind the inference gateway, a replay of the
+//! bundled real DCGM capture through the streamer, a wait until every sample is stored, one chat
+//! completion through the gateway, then the URLs and commands to look at.
 
 use crate::cli::{ServerArg, StreamArgs};
 use crate::config::Settings;
@@ -10,6 +11,7 @@ use gpufleet_runtime::Shutdown;
 use std::time::{Duration, Instant};
 
 const DEMO_CSV: &[u8] = include_bytes!("../assets/demo_dcgm.csv");
+const DEMO_MODEL: &str = "qwen3-8b";
 
 /// Runs the demo.
 pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay: bool, shutdown: Shutdown) -> Result<()> {
@@ -20,6 +22,27 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
         settings.store.data_dir = dir.join("store");
         settings.data_dir = dir.clone();
         _tmp_guard = RemoveOnDrop(dir);
+    }
+    // Three simulated llama.cpp GPUs behind the gateway, unless the config names real backends.
+    let mut mocks = Vec::new();
+    if settings.gateway.backends.is_empty() {
+        let mut gc = gpufleet_gateway::GatewayConfig::default();
+        for (i, (slots, tps)) in [(4usize, 120.0), (2, 60.0), (4, 200.0)].into_iter().enumerate() {
+            let cfg = gpufleet_sim::MockConfig { slots, tokens_per_s: tps, latency_ms: 30, ..gpufleet_sim::MockConfig::new(DEMO_MODEL) };
+            let m = gpufleet_sim::MockServer::start(cfg).await.context("starting a simulated model server")?;
+            gc.backends.push(gpufleet_gateway::BackendConfig {
+                name: format!("sim-gpu-{i}"),
+                kind: gpufleet_gateway::BackendKind::Llamacpp,
+                url: m.url(),
+                models: vec![DEMO_MODEL.into()],
+                max_concurrency: slots as u32,
+                weight: 1.0,
+                api_key: None,
+                gpus: vec![],
+            });
+            mocks.push(m);
+        }
+        settings.gateway = gc.validate().map_err(|e| anyhow::anyhow!("demo gateway config: {e}"))?;
     }
     settings.store.raw_retention = None;
     settings.store.rollup_1m_retention = None;
@@ -54,10 +77,17 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
     stream::print_summary(&summary);
     wait_stored(&api, summary.samples).await?;
     let gpus = api.get_json("/api/v1/gpus").await?;
+    let chat = serde_json::json!({ "model": DEMO_MODEL, "messages": [{ "role": "user", "content": "Say hello" }], "max_tokens": 12 });
+    let answer = api.send(reqwest::Method::POST, "/v1/chat/completions", Some(chat)).await.context("a chat completion through the gateway")?;
+    println!(
+        "gateway: {} simulated backends for model {DEMO_MODEL}; a chat completion answered: {:?}",
+        mocks.len(),
+        answer.pointer("/choices/0/message/content").and_then(|v| v.as_str()).unwrap_or("")
+    );
     let first = gpus.pointer("/gpus/0/uuid").and_then(|v| v.as_str()).unwrap_or("GPU-…").to_owned();
     let host = gpus.pointer("/gpus/0/host").and_then(|v| v.as_str()).unwrap_or("host").to_owned();
     println!(
-        "\nstored {} samples for {} GPUs. Look at:\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/hosts/{host}/gpus\n  {base}/api/v1/gpus/{first}/telemetry?metric=DCGM_FI_DEV_GPU_UTIL\n  {base}/api/v1/telemetry/aggregate?metric=DCGM_FI_DEV_GPU_UTIL&agg=avg\n  {base}/api/v1/broker/topics\n  {base}/metrics\n  {base}/stats\n  {base}/api/v1/openapi.json\n(with the key: curl -H \"Authorization: Bearer $GPUFLEET_API_KEY\" …)\nor from a shell:\n  gpufleet gpus --server {base}\n  gpufleet telemetry {first} --metric DCGM_FI_DEV_GPU_UTIL --server {base}",
+        "\nstored {} samples for {} GPUs. Look at:\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/hosts/{host}/gpus\n  {base}/api/v1/gpus/{first}/telemetry?metric=DCGM_FI_DEV_GPU_UTIL\n  {base}/api/v1/telemetry/aggregate?metric=DCGM_FI_DEV_GPU_UTIL&agg=avg\n  {base}/api/v1/broker/topics\n  {base}/metrics\n  {base}/stats\n  {base}/api/v1/openapi.json\n  {base}/api/v1/gateway/backends\n  POST {base}/v1/chat/completions  (OpenAI-compatible; model {DEMO_MODEL})\n(with the key: curl -H \"Authorization: Bearer $GPUFLEET_API_KEY\" …)\nor from a shell:\n  gpufleet gpus --server {base}\n  gpufleet telemetry {first} --metric DCGM_FI_DEV_GPU_UTIL --server {base}",
         summary.samples,
         gpus["count"]
     );
@@ -66,7 +96,11 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
     } else {
         println!("\nCtrl-C to stop.");
     }
-    srv.wait().await
+    let result = srv.wait().await;
+    for m in mocks {
+        m.stop().await;
+    }
+    result
 }
 
 /// Waits until the store holds `expected` samples and the broker has nothing pending.

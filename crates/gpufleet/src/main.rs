@@ -11,6 +11,7 @@ mod cli;
 mod client;
 mod config;
 mod demo;
+mod mock;
 mod serve;
 mod server;
 mod stream;
@@ -117,6 +118,7 @@ async fn run(cli: Cli) -> Result<()> {
             server.wait().await
         }
         Command::Demo { exit_after_replay, serve } => demo::run(settings, serve.data_dir.is_some(), *exit_after_replay, shutdown).await,
+        Command::MockBackend(args) => mock::run(args, shutdown).await,
         Command::Stream(args) => {
             let summary = stream::run(args, shutdown).await?;
             if args.json {

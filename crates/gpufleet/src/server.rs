@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gpufleet_api::{ApiSettings, AppState};
 use gpufleet_auth::{AuditLog, AuthMaintenance, AuthService, Bootstrap, MetaStore, SqliteMetaStore};
+use gpufleet_gateway::{Gateway, SqliteJobStore};
 use gpufleet_broker::{Broker, EmbeddedBroker};
 use gpufleet_core::{GroupName, TopicName};
 use gpufleet_runtime::{Shutdown, Supervisor, Worker, WorkerContext, WorkerError};
@@ -85,7 +86,15 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningSer
         metrics_public: settings.metrics_public,
         ..ApiSettings::default()
     };
-    let mut state = AppState::new(broker.clone(), store.clone(), metrics, api_settings).with_workers(supervisor.status_handle());
+    // The inference gateway: durable jobs on the broker, job records in <data_dir>/gateway.db.
+    let jobs_path = settings.data_dir.join("gateway.db");
+    let jobs = Arc::new(SqliteJobStore::open(&jobs_path).await.with_context(|| format!("opening gateway job store {}", jobs_path.display()))?);
+    let (gateway, gw_workers) = Gateway::new(settings.gateway.clone(), broker.clone(), jobs, None).map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
+    for w in gw_workers {
+        supervisor.spawn(w);
+    }
+    let mut state =
+        AppState::new(broker.clone(), store.clone(), metrics, api_settings).with_workers(supervisor.status_handle()).with_gateway(gateway);
     if let Some(a) = &auth {
         state = state.with_auth(a.clone());
     }

@@ -20,6 +20,7 @@ fn demo_replays_the_bundled_capture_and_exits() {
     assert!(stdout.contains("stored 2470 samples for 247 GPUs"), "{stdout}");
     assert!(stdout.contains("/api/v1/gpus/GPU-"), "{stdout}");
     assert!(stdout.contains("admin key of this demo (shown once): gf_"), "{stdout}");
+    assert!(stdout.contains("gateway: 3 simulated backends for model qwen3-8b; a chat completion answered"), "{stdout}");
 }
 
 #[test]

@@ -50,7 +50,7 @@ const fn r(method: &'static str, path: &'static str, guard: Guard) -> RouteSpec 
 }
 
 use Guard::{Metrics, Need, Public};
-use LimitClass::{Management as M, Telemetry as T};
+use LimitClass::{Inference as I, Management as M, Telemetry as T};
 use Permission::*;
 
 /// Every route with its guard. The OpenAPI document must list each (a test checks).
@@ -75,6 +75,18 @@ pub const ROUTES: &[RouteSpec] = &[
     r("POST", "/api/v1/keys/{prefix}/rotate", Need(KeysManage, M)),
     r("GET", "/api/v1/audit", Need(AuditRead, M)),
     r("GET", "/api/v1/audit/verify", Need(AuditRead, M)),
+    // The inference gateway (routes built by `gpufleet-gateway`, guarded here).
+    r("POST", "/v1/chat/completions", Need(GatewayUse, I)),
+    r("POST", "/v1/completions", Need(GatewayUse, I)),
+    r("POST", "/v1/embeddings", Need(GatewayUse, I)),
+    r("GET", "/v1/models", Need(GatewayUse, I)),
+    r("POST", "/v1/jobs", Need(GatewayUse, I)),
+    r("GET", "/v1/jobs/{id}", Need(GatewayUse, I)),
+    r("GET", "/api/v1/gateway/backends", Need(FleetRead, T)),
+    r("GET", "/api/v1/dlq", Need(BrokerRead, M)),
+    r("GET", "/api/v1/dlq/{id}", Need(BrokerRead, M)),
+    r("POST", "/api/v1/dlq/{id}/retry", Need(DlqManage, M)),
+    r("DELETE", "/api/v1/dlq/{id}", Need(DlqManage, M)),
 ];
 
 /// The guard of a matched route.
@@ -91,7 +103,7 @@ pub(crate) fn guarded(router: Router<AppState>, method: &'static str, path: &'st
 /// Builds the whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.body_limit_bytes;
-    Router::new()
+    let api = Router::new()
         .merge(system::router())
         .merge(gpus::router())
         .merge(ingest::router())
@@ -99,13 +111,19 @@ pub fn app(state: AppState) -> Router {
         .merge(broker::router())
         .merge(keys::router())
         .merge(audit::router())
-        // Outer to inner: trace, time bound, security headers + authentication + permission +
-        // rate limit + audit (one middleware, it needs the matched route), body bound.
         .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(limit))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)));
+    // The gateway has its own body limits and timeouts (queue wait, first byte), and streams.
+    let routes = match &state.gateway {
+        Some(gw) => api.merge(gpufleet_gateway::router(gw.clone()).with_state(())),
+        None => api,
+    };
+    // Outer to inner: trace, security headers + request id, then on matched routes one guard
+    // (allowlist, rate limit, key, permission, audit of changes; it needs the matched route).
+    routes
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::guard))
         .layer(axum::middleware::from_fn(crate::auth::headers))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(60)))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
