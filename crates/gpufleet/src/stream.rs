@@ -198,7 +198,7 @@ async fn send(client: &reqwest::Client, url: &str, host: Option<&str>, job: Job,
         };
         retries += 1;
         let delay = backoff.next_delay();
-        if retries == 1 || retries % 10 == 0 {
+        if retries == 1 || retries.is_multiple_of(10) {
             warn!(url, error = %why, retry_in = ?delay, "retrying chunk");
         }
         tokio::select! {

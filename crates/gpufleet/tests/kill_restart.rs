@@ -85,7 +85,7 @@ fn sigkill_mid_replay_then_restart_stores_every_sample_exactly_once() {
     // The query path agrees: per-series counts sum to the distinct samples of each metric.
     let agg = get(&format!("{}/api/v1/telemetry/aggregate?metric=DCGM_FI_DEV_GPU_UTIL&agg=count", server.url)).unwrap();
     let counted: u64 = agg["series"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
-    assert_eq!(counted, (rows / 12) as u64);
+    assert_eq!(counted, rows / 12);
 
     let status = server.terminate();
     assert!(status.success(), "graceful shutdown must exit 0, got {status}");

@@ -13,8 +13,8 @@ use serde_json::json;
 pub(crate) fn router() -> Router<AppState> {
     let r = Router::new();
     let r = guarded(r, "GET", "/api/v1/broker/topics", get(topics));
-    let r = guarded(r, "GET", "/api/v1/broker/topics/{topic}/dead-letters", get(dead_letters));
-    r
+    
+    guarded(r, "GET", "/api/v1/broker/topics/{topic}/dead-letters", get(dead_letters))
 }
 
 async fn topics(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {

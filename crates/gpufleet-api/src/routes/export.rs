@@ -17,8 +17,8 @@ use gpufleet_store::{export, SeriesFilter};
 
 pub(crate) fn router() -> Router<AppState> {
     let r = Router::new();
-    let r = guarded(r, "GET", "/api/v1/telemetry/export", get(export_range));
-    r
+    
+    guarded(r, "GET", "/api/v1/telemetry/export", get(export_range))
 }
 
 async fn export_range(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {

@@ -22,8 +22,8 @@ pub(crate) fn router() -> Router<AppState> {
     let r = guarded(r, "GET", "/api/v1/gpus/{uuid}/telemetry", get(telemetry));
     let r = guarded(r, "GET", "/api/v1/hosts", get(list_hosts));
     let r = guarded(r, "GET", "/api/v1/hosts/{host}/gpus", get(host_gpus));
-    let r = guarded(r, "GET", "/api/v1/telemetry/aggregate", get(aggregate));
-    r
+    
+    guarded(r, "GET", "/api/v1/telemetry/aggregate", get(aggregate))
 }
 
 #[derive(Serialize)]

@@ -20,8 +20,8 @@ use gpufleet_telemetry::source::DecodeOptions;
 
 pub(crate) fn router() -> Router<AppState> {
     let r = Router::new();
-    let r = guarded(r, "POST", "/api/v1/telemetry", post(ingest_telemetry));
-    r
+    
+    guarded(r, "POST", "/api/v1/telemetry", post(ingest_telemetry))
 }
 
 async fn ingest_telemetry(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<IngestReport>), ApiError> {

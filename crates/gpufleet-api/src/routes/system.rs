@@ -17,8 +17,8 @@ pub(crate) fn router() -> Router<AppState> {
     let r = guarded(r, "GET", "/ready", get(ready));
     let r = guarded(r, "GET", "/stats", get(stats));
     let r = guarded(r, "GET", "/metrics", get(metrics));
-    let r = guarded(r, "GET", "/api/v1/openapi.json", get(openapi));
-    r
+    
+    guarded(r, "GET", "/api/v1/openapi.json", get(openapi))
 }
 
 async fn health() -> Json<serde_json::Value> {
