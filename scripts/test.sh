@@ -13,3 +13,14 @@ fi
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
+
+# The official OpenAI Python client against the gateway (real processes). Installs the client in
+# a virtualenv under target/ (PyPI).
+VENV=target/py-venv
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV" || { echo "error: python3 -m venv failed; install python3-venv" >&2; exit 1; }
+fi
+if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet "openai>=1.40" || { echo "error: could not install the openai Python package from PyPI (needed by tests/python)" >&2; exit 1; }
+fi
+GPUFLEET_BIN=target/debug/gpufleet "$VENV/bin/python" tests/python/test_openai_client.py
