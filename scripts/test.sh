@@ -12,7 +12,10 @@ fi
 # Build once (debug, shared by unit, integration and system tests), then run everything.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}"
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 
 # The official OpenAI Python client against the gateway (real processes). Installs the client in
 # a virtualenv under target/ (PyPI).
@@ -23,4 +26,8 @@ fi
 if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
   "$VENV/bin/pip" install --quiet "openai>=1.40" || { echo "error: could not install the openai Python package from PyPI (needed by tests/python)" >&2; exit 1; }
 fi
-GPUFLEET_BIN=target/debug/gpufleet "$VENV/bin/python" tests/python/test_openai_client.py
+GPUFLEET_BIN=target/debug/gpufleet "$VENV/bin/python" tests/python/test_openai_client.py | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+
+# One closing line over every runner above.
+awk '/test result:/ { p += $4; f += $6 } /^openai: [0-9]+ passed/ { p += $2; f += $4 } END { printf "total: %d passed, %d failed\n", p, f }' "$LOG"

@@ -71,7 +71,7 @@ def main():
             raise AssertionError("a wrong key must be refused")
         except openai.AuthenticationError:
             pass
-        print("openai client: 6 passed, 0 failed")
+        print("openai: 6 passed, 0 failed")
     finally:
         for p in procs:
             p.kill(); p.wait()
