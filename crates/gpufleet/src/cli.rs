@@ -262,6 +262,8 @@ pub enum BenchCommand {
     Ingest(crate::bench::IngestBenchArgs),
     /// What authentication, permission check, rate limit and audit add per request (auth on vs off).
     Auth(crate::bench::AuthBenchArgs),
+    /// LLM gateway overhead: direct mock vs nginx least_conn proxy vs gpufleet (auth on and off), with wrk.
+    Gateway(crate::bench::GatewayBenchArgs),
 }
 
 /// `stream` flags.

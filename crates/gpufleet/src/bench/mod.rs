@@ -2,7 +2,9 @@
 //! same run as a ratio. Timing belongs here, never in tests.
 
 mod auth;
+mod gateway;
 mod ingest;
 
 pub use auth::{run as auth, AuthBenchArgs};
+pub use gateway::{run as gateway, GatewayBenchArgs};
 pub use ingest::{ingest, IngestBenchArgs};
