@@ -1,13 +1,14 @@
 //! The security middleware: response security headers and request ids on every answer
 //! ([`headers`]), and on every matched route ([`guard`]) the route's [`Guard`] from the one table:
-//! allowlist, rate limits, API key, permission — then, for a mutating request, an audit record
-//! with its outcome. Refusals are audited by the `AuthService` itself.
+//! allowlist, rate limits, API key, permission — then, for a request that can change state
+//! ([`crate::routes::audited`]: every non-GET except inference calls), an audit record with its
+//! outcome. Refusals are audited by the `AuthService` itself.
 
 use crate::routes::{guard_of, Guard};
 use crate::state::{now_ms, AppState};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, State};
-use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -42,10 +43,6 @@ pub(crate) async fn headers(mut req: Request<Body>, next: Next) -> Response {
     h.entry("content-security-policy").or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-fn is_mutating(m: &Method) -> bool {
-    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// Checks the matched route's guard; audits mutating requests once their outcome is known.
@@ -84,7 +81,7 @@ pub(crate) async fn guard(State(st): State<AppState>, mut req: Request<Body>, ne
         Ok(a) => a,
         Err(e) => return auth_error(&e),
     };
-    let mutating = is_mutating(&method);
+    let mutating = crate::routes::audited(method.as_str(), &route);
     // The gateway refuses models outside the key's allowed list.
     req.extensions_mut().insert(gpufleet_gateway::CallerModels(access.identity.allowed_models.as_ref().map(|m| m.to_vec())));
     req.extensions_mut().insert(access.clone());

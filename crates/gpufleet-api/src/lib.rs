@@ -21,5 +21,5 @@ mod routes;
 pub mod state;
 
 pub use error::ApiError;
-pub use routes::{app, guard_of, Guard, RouteSpec, ROUTES};
+pub use routes::{app, audited, guard_of, Guard, RouteSpec, ROUTES};
 pub use state::{ApiSettings, AppState};

@@ -89,6 +89,17 @@ pub const ROUTES: &[RouteSpec] = &[
     r("DELETE", "/api/v1/dlq/{id}", Need(DlqManage, M)),
 ];
 
+/// Inference calls: POSTs that change nothing in gpufleet (the answer is the model's). They are
+/// counted in the gateway's metrics, not written to the audit log, which would otherwise grow by
+/// every completion. Job submission (`POST /v1/jobs`) creates state and is audited.
+const NOT_AUDITED: &[(&str, &str)] = &[("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings")];
+
+/// Whether a successful guard check must be followed by an audit record: every method that can
+/// change state, except the inference calls.
+pub fn audited(method: &str, path: &str) -> bool {
+    !matches!(method, "GET" | "HEAD" | "OPTIONS") && !NOT_AUDITED.contains(&(method, path))
+}
+
 /// The guard of a matched route.
 pub fn guard_of(method: &str, path: &str) -> Option<Guard> {
     ROUTES.iter().find(|r| r.method == method && r.path == path).map(|r| r.guard)

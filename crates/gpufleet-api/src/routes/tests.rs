@@ -520,3 +520,14 @@ async fn gateway_answers_through_auth_and_refuses_models_outside_the_key() {
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert!(v["error"]["message"].is_string() && v["error"]["type"].is_string(), "{v}");
 }
+
+#[test]
+fn inference_calls_are_not_audited_but_every_other_change_is() {
+    use super::audited;
+    assert!(!audited("POST", "/v1/chat/completions"));
+    assert!(!audited("POST", "/v1/embeddings"));
+    assert!(audited("POST", "/v1/jobs"));
+    assert!(audited("POST", "/api/v1/telemetry"));
+    assert!(audited("DELETE", "/api/v1/keys/{prefix}"));
+    assert!(!audited("GET", "/api/v1/keys"));
+}
