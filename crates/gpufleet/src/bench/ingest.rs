@@ -17,7 +17,6 @@ mod http;
 mod latency;
 mod micro;
 mod peer;
-mod proc;
 mod report;
 
 use crate::config::Settings;
@@ -124,8 +123,8 @@ async fn run(args: &IngestBenchArgs, settings: &Settings, work: &Path) -> Result
     f.stream_s = ing.stream_s;
     f.ingest_s = ing.ingest_s;
     f.ingest_samples_per_s = args.rows as f64 / ing.ingest_s.max(1e-9);
-    f.peak_rss_mb = proc::kb_to_mb(ing.peak_rss_kb);
-    f.peak_rss_incl_shutdown_mb = proc::kb_to_mb(ing.shutdown_rss_kb);
+    f.peak_rss_mb = super::proc::kb_to_mb(ing.peak_rss_kb);
+    f.peak_rss_incl_shutdown_mb = super::proc::kb_to_mb(ing.shutdown_rss_kb);
     f.shutdown_s = ing.shutdown_s;
     f.store_bytes = ing.store_bytes;
     f.broker_bytes_after = ing.broker_bytes;
@@ -136,7 +135,7 @@ async fn run(args: &IngestBenchArgs, settings: &Settings, work: &Path) -> Result
     f.q1_expected_points = e2e::expected_q1_points(args.rows);
     (f.q1_first_ms, f.query_one_series_ms, f.q1_points) = (q.q1_first_ms, q.q1_median_ms, q.q1_points);
     (f.q2_first_ms, f.query_avg_all_ms, f.q2_rows, f.q2_sample) = (q.q2_first_ms, q.q2_median_ms, q.q2_rows, q.q2_sample);
-    f.query_server_rss_mb = proc::kb_to_mb(q.rss_kb);
+    f.query_server_rss_mb = super::proc::kb_to_mb(q.rss_kb);
     if f.q1_points != f.q1_expected_points || f.q2_rows != 512 {
         eprintln!("warning: query (a) returned {} points (expected {}), query (b) {} GPUs (expected 512)", f.q1_points, f.q1_expected_points, f.q2_rows);
     }
@@ -158,7 +157,7 @@ async fn run(args: &IngestBenchArgs, settings: &Settings, work: &Path) -> Result
 fn peer_figures(f: &Figures, p: &peer::Peer) -> PeerFigures {
     let rate = f.rows as f64 / p.ingest_s.max(1e-9);
     let bps = p.disk_bytes as f64 / f.rows as f64;
-    let rss = proc::kb_to_mb(p.peak_rss_kb);
+    let rss = super::proc::kb_to_mb(p.peak_rss_kb);
     PeerFigures {
         peer: "victoriametrics",
         peer_version: p.version.clone(),

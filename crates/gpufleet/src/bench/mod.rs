@@ -4,6 +4,7 @@
 mod auth;
 mod gateway;
 mod ingest;
+mod proc;
 
 pub use auth::{run as auth, AuthBenchArgs};
 pub use gateway::{run as gateway, GatewayBenchArgs};

@@ -178,7 +178,7 @@ fn start_gpufleet(
         cmd.env("GPUFLEET_SERVER_AUTH", "false");
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-    let mut child = ChildProc::spawn(&mut cmd, &format!("gpufleet up ({name})"))?;
+    let mut child = ChildProc::spawn_graceful(&mut cmd, format!("gpufleet up ({name})"))?;
     wait_ok(&mut child, port, PATH, key, wrk::CHAT_BODY, START_LIMIT).with_context(|| {
         format!(
             "gpufleet ({name}) did not route a completion; log in {}",

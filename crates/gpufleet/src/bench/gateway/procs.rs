@@ -1,102 +1,22 @@
-//! Processes of the gateway benchmark and what they are started with: a guard that stops its child
-//! (SIGTERM, bounded wait, then SIGKILL) on every exit path, the two nginx configurations (mock
-//! backends, `least_conn` proxy), the `gpufleet up` configuration, free ports, bounded waits and
-//! `VmHWM`.
+//! What the gateway benchmark's processes are started with: the two nginx configurations (mock
+//! backends, `least_conn` proxy), the `gpufleet up` configuration, tool installation and bounded
+//! readiness waits. The process guard and OS figures are shared with `bench ingest`
+//! (`crate::bench::proc`); every process here is spawned with a graceful (SIGTERM-first) guard.
 
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+pub(super) use crate::bench::proc::{free_port, ChildProc};
+use crate::bench::proc::{kb_to_mb, on_path, vm_hwm_kb};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How often a waiting loop looks again.
 const POLL: Duration = Duration::from_millis(50);
-/// Longest a stopped child may take to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// The mock completion every backend answers (OpenAI chat.completion, 272 bytes).
 pub(super) const MOCK_BODY: &str = r#"{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":"mock-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":6,"total_tokens":15}}"#;
-
-/// A child process stopped when the guard is dropped: SIGTERM (nginx's master then stops its
-/// workers; gpufleet shuts down gracefully), at most [`STOP_GRACE`], then SIGKILL, then reaped.
-#[derive(Debug)]
-pub(super) struct ChildProc {
-    child: Child,
-    what: String,
-    done: bool,
-}
-
-impl ChildProc {
-    /// Spawns `cmd`; `what` names the process in errors.
-    pub(super) fn spawn(cmd: &mut Command, what: &str) -> Result<ChildProc> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {what} ({:?})", cmd.get_program()))?;
-        Ok(ChildProc {
-            child,
-            what: what.to_owned(),
-            done: false,
-        })
-    }
-
-    /// The process id.
-    pub(super) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Fails when the process has exited (it was expected to keep running).
-    pub(super) fn ensure_running(&mut self) -> Result<()> {
-        match self
-            .child
-            .try_wait()
-            .with_context(|| format!("waiting for {}", self.what))?
-        {
-            None => Ok(()),
-            Some(st) => {
-                self.done = true;
-                bail!("{} exited unexpectedly ({st})", self.what)
-            }
-        }
-    }
-
-    /// Stops the process as described on the type.
-    fn stop(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        // `unsafe` is forbidden, so the signal goes through kill(1) rather than libc::kill.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
-                return;
-            }
-            std::thread::sleep(POLL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ChildProc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A loopback port that was free a moment ago (bound, then released).
-pub(super) fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    Ok(l.local_addr()?.port())
-}
 
 /// One HTTP/1.1 request on a fresh loopback connection (`Connection: close`); the status code
 /// and body text. Bounded by 5 s of socket timeouts.
@@ -158,19 +78,7 @@ pub(super) fn wait_ok(
 
 /// Peak resident set size (`VmHWM`) of a live process, in MB (10^6 bytes).
 pub(super) fn vm_hwm_mb(pid: u32) -> Result<f64> {
-    let path = format!("/proc/{pid}/status");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let kb: u64 = text
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .with_context(|| format!("{path} has no VmHWM line"))?;
-    Ok(kb as f64 * 1024.0 / 1e6)
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    Ok(kb_to_mb(vm_hwm_kb(pid)?))
 }
 
 /// Makes sure `nginx` and `wrk` exist, installing `nginx-light` and `wrk` with apt-get if not.
@@ -231,7 +139,7 @@ pub(super) fn start_nginx(prefix: &Path, conf: &str, what: &str) -> Result<Child
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    ChildProc::spawn(&mut cmd, what)
+    ChildProc::spawn_graceful(&mut cmd, what)
 }
 
 /// The `gpufleet up` configuration: three OpenAI-compatible backends serving `mock-gpt`, and an
@@ -280,7 +188,7 @@ mod tests {
 
     #[test]
     fn dropping_the_guard_stops_the_child() {
-        let p = ChildProc::spawn(Command::new("sleep").arg("30"), "sleep").unwrap();
+        let p = ChildProc::spawn_graceful(Command::new("sleep").arg("30"), "sleep").unwrap();
         let pid = p.pid();
         drop(p);
         assert!(

@@ -5,7 +5,7 @@
 //! partitions), the store directory is measured, and a restarted server answers the two queries.
 
 use super::http::{self, timed_get};
-use super::proc::{dir_bytes, free_port, log_tail, vm_hwm_kb, ChildProc, POLL};
+use crate::bench::proc::{dir_bytes, free_port, log_tail, vm_hwm_kb, ChildProc, POLL};
 use crate::cli::StreamArgs;
 use anyhow::{bail, Context, Result};
 use gpufleet_runtime::Shutdown;

@@ -2,7 +2,7 @@
 //! the query timing both sides use (the peer scripts' rule: first call, then the median of the next
 //! four; a call is timed from sending the request to the last byte of the body).
 
-use super::proc::{ChildProc, POLL};
+use crate::bench::proc::{ChildProc, POLL};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use serde_json::Value;

@@ -239,7 +239,7 @@ async fn wait_stored(recorder: &RecordingStore, base_ts: i64, n: usize) -> Resul
         if Instant::now() > deadline {
             bail!("only {} of {n} latency batches were stored within {DRAIN_LIMIT:?} of the last publish", seen.len());
         }
-        tokio::time::sleep(super::proc::POLL).await;
+        tokio::time::sleep(crate::bench::proc::POLL).await;
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::e2e::{first_two, AvgRow, Queries, Q1_GPU, Q1_HOST, Q1_METRIC, Q2_METRIC};
 use super::http::{self, timed_get};
-use super::proc::{dir_bytes, free_port, log_tail, on_path, vm_hwm_kb, ChildProc};
+use crate::bench::proc::{dir_bytes, free_port, log_tail, on_path, vm_hwm_kb, ChildProc};
 use anyhow::{bail, Context, Result};
 use gpufleet_core::time::format_rfc3339;
 use gpufleet_telemetry::synth::START_MS;

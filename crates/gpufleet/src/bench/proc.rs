@@ -1,5 +1,6 @@
-//! Child processes and the figures read from the OS: a guard that kills its child on every exit
-//! path, SIGTERM with a bounded wait, free loopback ports, `VmHWM`, and `du -sb`-style sizes.
+//! Child processes of the benchmarks and the figures read from the OS: a guard that stops its
+//! child on every exit path, SIGTERM with a bounded wait, free loopback ports, `VmHWM`, and
+//! `du -sb`-style sizes. Shared by `bench ingest` and `bench gateway`.
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -7,37 +8,56 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 /// How often a waiting loop looks again.
-pub(super) const POLL: Duration = Duration::from_millis(20);
+pub(crate) const POLL: Duration = Duration::from_millis(20);
 
-/// A child process that is killed (SIGKILL) and reaped when the guard is dropped, unless it has
-/// already exited. Every process the benchmark starts lives in one of these.
+/// Longest a child started with [`ChildProc::spawn_graceful`] may take to exit after SIGTERM when
+/// its guard is dropped, before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A child process that is stopped and reaped when the guard is dropped, unless it has already
+/// exited: killed (SIGKILL), or — when spawned with [`ChildProc::spawn_graceful`] — sent SIGTERM
+/// first and given [`STOP_GRACE`] (nginx's master then stops its workers). Every process a
+/// benchmark starts lives in one of these.
 #[derive(Debug)]
-pub(super) struct ChildProc {
+pub(crate) struct ChildProc {
     child: Child,
     what: String,
     exited: Option<ExitStatus>,
+    graceful_drop: bool,
 }
 
 impl ChildProc {
     /// Spawns `cmd`; `what` names the process in errors.
-    pub(super) fn spawn(cmd: &mut Command, what: impl Into<String>) -> Result<ChildProc> {
+    pub(crate) fn spawn(cmd: &mut Command, what: impl Into<String>) -> Result<ChildProc> {
         let what = what.into();
         let child = cmd.spawn().with_context(|| format!("starting {what} ({:?})", cmd.get_program()))?;
-        Ok(ChildProc { child, what, exited: None })
+        Ok(ChildProc { child, what, exited: None, graceful_drop: false })
+    }
+
+    /// Like [`Self::spawn`], but dropping the guard sends SIGTERM and waits before killing.
+    pub(crate) fn spawn_graceful(cmd: &mut Command, what: impl Into<String>) -> Result<ChildProc> {
+        let mut p = Self::spawn(cmd, what)?;
+        p.graceful_drop = true;
+        Ok(p)
+    }
+
+    /// Sends SIGTERM. `unsafe` is forbidden, so the signal goes through kill(1), not libc::kill.
+    fn send_term(&self) -> std::io::Result<ExitStatus> {
+        Command::new("kill").args(["-TERM", &self.pid().to_string()]).stderr(std::process::Stdio::null()).status()
     }
 
     /// The process id.
-    pub(super) fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Takes the child's stdout pipe (spawned with `Stdio::piped()`), to feed another process.
-    pub(super) fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+    pub(crate) fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
         self.child.stdout.take()
     }
 
     /// The exit status if the process has exited (reaping it), `None` while it runs.
-    pub(super) fn try_exited(&mut self) -> Result<Option<ExitStatus>> {
+    pub(crate) fn try_exited(&mut self) -> Result<Option<ExitStatus>> {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().with_context(|| format!("waiting for {}", self.what))?;
         }
@@ -45,7 +65,7 @@ impl ChildProc {
     }
 
     /// Fails when the process has exited (it was expected to keep running).
-    pub(super) fn ensure_running(&mut self) -> Result<()> {
+    pub(crate) fn ensure_running(&mut self) -> Result<()> {
         match self.try_exited()? {
             None => Ok(()),
             Some(st) => bail!("{} exited unexpectedly ({st})", self.what),
@@ -54,7 +74,7 @@ impl ChildProc {
 
     /// Waits until the process exits by itself, at most `limit`, calling `on_poll` every [`POLL`]
     /// while it runs. Past the limit it is killed and this fails.
-    pub(super) async fn wait_exit(&mut self, limit: Duration, mut on_poll: impl FnMut(u32)) -> Result<ExitStatus> {
+    pub(crate) async fn wait_exit(&mut self, limit: Duration, mut on_poll: impl FnMut(u32)) -> Result<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.try_exited()? {
@@ -70,13 +90,11 @@ impl ChildProc {
     }
 
     /// Sends SIGTERM (the process's graceful shutdown) and waits as [`Self::wait_exit`] does.
-    pub(super) async fn terminate(&mut self, limit: Duration, on_poll: impl FnMut(u32)) -> Result<ExitStatus> {
+    pub(crate) async fn terminate(&mut self, limit: Duration, on_poll: impl FnMut(u32)) -> Result<ExitStatus> {
         if self.try_exited()?.is_none() {
-            let pid = self.pid().to_string();
-            // `unsafe` is forbidden, so the signal goes through kill(1) rather than libc::kill.
-            let st = Command::new("kill").args(["-TERM", &pid]).status().context("running kill -TERM")?;
+            let st = self.send_term().context("running kill -TERM")?;
             if !st.success() && self.try_exited()?.is_none() {
-                bail!("kill -TERM {pid} ({}) failed: {st}", self.what);
+                bail!("kill -TERM {} ({}) failed: {st}", self.pid(), self.what);
             }
         }
         self.wait_exit(limit, on_poll).await
@@ -93,18 +111,27 @@ impl ChildProc {
 
 impl Drop for ChildProc {
     fn drop(&mut self) {
+        if self.graceful_drop && matches!(self.try_exited(), Ok(None)) && self.send_term().is_ok() {
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                if !matches!(self.try_exited(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(POLL);
+            }
+        }
         self.kill();
     }
 }
 
 /// A loopback port that was free a moment ago (bound, then released).
-pub(super) fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(l.local_addr()?.port())
 }
 
 /// Peak resident set size (`VmHWM`) of a live process, in kB.
-pub(super) fn vm_hwm_kb(pid: u32) -> Result<u64> {
+pub(crate) fn vm_hwm_kb(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     parse_vm_hwm(&text).with_context(|| format!("{path} has no VmHWM line"))
@@ -116,13 +143,13 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
 }
 
 /// Kilobytes (1024 bytes) to decimal megabytes.
-pub(super) fn kb_to_mb(kb: u64) -> f64 {
+pub(crate) fn kb_to_mb(kb: u64) -> f64 {
     kb as f64 * 1024.0 / 1e6
 }
 
 /// Apparent size of a directory tree in bytes, as `du -sb` counts it: every file's length plus
 /// every directory's own size, the root included. Symbolic links count their own length.
-pub(super) fn dir_bytes(path: &Path) -> Result<u64> {
+pub(crate) fn dir_bytes(path: &Path) -> Result<u64> {
     let meta = std::fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
     let mut total = meta.len();
     if meta.is_dir() {
@@ -134,14 +161,14 @@ pub(super) fn dir_bytes(path: &Path) -> Result<u64> {
 }
 
 /// The last `max` bytes of a log file, for error messages.
-pub(super) fn log_tail(path: &Path, max: usize) -> String {
+pub(crate) fn log_tail(path: &Path, max: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let from = text.len().saturating_sub(max);
     String::from_utf8_lossy(&text[from..]).trim().to_owned()
 }
 
 /// Whether a program is on `PATH`.
-pub(super) fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
@@ -173,6 +200,24 @@ mod tests {
         p.ensure_running().unwrap();
         let pid = p.pid();
         drop(p);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the child was reaped");
+    }
+
+    #[test]
+    fn a_graceful_guard_stops_its_child_with_sigterm_on_drop() {
+        // `sh` traps TERM and leaves a file: only SIGTERM (not SIGKILL) can produce it.
+        let dir = tempfile::tempdir().unwrap();
+        let (ready, flag) = (dir.path().join("ready"), dir.path().join("got-term"));
+        let script = format!("trap 'touch {}; exit 7' TERM; touch {}; while true; do sleep 0.05; done", flag.display(), ready.display());
+        let p = ChildProc::spawn_graceful(Command::new("sh").args(["-c", &script]), "sh").unwrap();
+        let pid = p.pid();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "the shell never installed its trap");
+            std::thread::sleep(POLL);
+        }
+        drop(p);
+        assert!(flag.exists(), "the child saw SIGTERM");
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the child was reaped");
     }
 
