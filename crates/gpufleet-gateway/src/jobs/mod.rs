@@ -166,11 +166,7 @@ impl From<JobRecord> for JobView {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use gpufleet_core::time::now_ms;
 
 fn store_error(e: JobStoreError) -> GatewayError {
     GatewayError::internal(ErrorKind::Unavailable, format!("job store: {e}"))
