@@ -149,6 +149,14 @@ impl CsvDecoder {
     }
 }
 
+/// The row error for a record whose field count differs from the header's.
+pub(crate) fn check_field_count(names: &[String], found: usize) -> Result<(), String> {
+    if found == names.len() {
+        return Ok(());
+    }
+    Err(format!("expected {} fields as in the header, found {found}", names.len()))
+}
+
 /// The header name of column `i`, or its 1-based position when the header has fewer columns.
 pub(crate) fn column_name(names: &[String], i: usize) -> String {
     match names.get(i) {

@@ -97,13 +97,7 @@ impl LongLayout {
         cache: &mut Cache,
         out: &mut BatchBuilder,
     ) -> Result<(), String> {
-        if fields.len() != self.names.len() {
-            return Err(format!(
-                "expected {} fields as in the header, found {}",
-                self.names.len(),
-                fields.len()
-            ));
-        }
+        super::decoder::check_field_count(&self.names, fields.len())?;
         let ts = match self.ts {
             Some(i) => cache.timestamp(content(body, &fields[i]), opts.ingest_ms)?,
             None => opts.ingest_ms,

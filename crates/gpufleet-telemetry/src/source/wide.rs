@@ -148,13 +148,7 @@ impl WideLayout {
         cache: &mut Cache,
         out: &mut BatchBuilder,
     ) -> Result<(), String> {
-        if fields.len() != self.names.len() {
-            return Err(format!(
-                "expected {} fields as in the header, found {}",
-                self.names.len(),
-                fields.len()
-            ));
-        }
+        super::decoder::check_field_count(&self.names, fields.len())?;
         let ts = match self.ts {
             Some(i) => {
                 let raw = unescape(body, &fields[i]);
