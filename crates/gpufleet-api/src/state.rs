@@ -65,17 +65,13 @@ pub struct AppState {
 impl AppState {
     /// State with a fresh registry holding the pipeline metrics.
     pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn MetricStore>, metrics: PipelineMetrics, settings: ApiSettings) -> Self {
-        let mut registry = Registry::default();
-        metrics.register(&mut registry);
-        Self { broker, store, metrics, registry: Arc::new(registry), workers: None, settings: Arc::new(settings), auth: None, gateway: None }
+        let registry = registry(&metrics, None);
+        Self { broker, store, metrics, registry, workers: None, settings: Arc::new(settings), auth: None, gateway: None }
     }
 
     /// Adds the inference gateway and registers its metrics.
     pub fn with_gateway(mut self, gateway: Arc<Gateway>) -> Self {
-        let mut registry = Registry::default();
-        self.metrics.register(&mut registry);
-        gateway.metrics().register(&mut registry);
-        self.registry = Arc::new(registry);
+        self.registry = registry(&self.metrics, Some(&gateway));
         self.gateway = Some(gateway);
         self
     }
@@ -93,3 +89,12 @@ impl AppState {
     }
 }
 
+/// The registry `/metrics` renders: the pipeline's metrics and, when present, the gateway's.
+fn registry(metrics: &PipelineMetrics, gateway: Option<&Gateway>) -> Arc<Registry> {
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    if let Some(gw) = gateway {
+        gw.metrics().register(&mut registry);
+    }
+    Arc::new(registry)
+}
