@@ -1,0 +1,223 @@
+//! One listener per simulated host on `127.0.0.1:<port>`, with HTTP/1.1 keep-alive, a per-host
+//! switch between reachable and unreachable, and a bound on open file descriptors.
+//!
+//! - **Unreachable** closes the host's listener and drops its open connections, so clients get
+//!   `connection refused` (like a host that is down); **reachable** binds the same address again.
+//! - **Keep-alive**: connections stay open between requests; one idle for `idle_timeout` is closed
+//!   (what nginx's `keepalive_timeout` does). When open connections pass 90 % of the descriptor
+//!   budget, idle connections are closed after 200 ms instead, and past the budget a new connection
+//!   is accepted and dropped at once, so the process never runs out of descriptors (which would
+//!   leave clients hanging in the accept backlog).
+//! - **Descriptors**: [`raise_nofile`] lifts the soft `RLIMIT_NOFILE` to the hard limit; the budget
+//!   is what is left after the listeners and a reserve.
+
+use super::host::SimHostState;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+/// Descriptors kept free for everything else in the process.
+pub const FD_RESERVE: u64 = 256;
+/// Idle time after which a connection is closed while descriptors run short.
+pub const PRESSURE_IDLE: Duration = Duration::from_millis(200);
+
+/// Lifts the soft `RLIMIT_NOFILE` to at least `wanted` (at most the hard limit); returns the soft
+/// limit in force afterwards.
+pub fn raise_nofile(wanted: u64) -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    if soft >= wanted {
+        return soft;
+    }
+    let target = lim.maximum.map_or(wanted, |h| wanted.min(h));
+    match setrlimit(Resource::Nofile, rustix::process::Rlimit { current: Some(target), maximum: lim.maximum }) {
+        Ok(()) => target,
+        Err(error) => {
+            warn!(%error, soft, target, "could not raise the open-file limit");
+            soft
+        }
+    }
+}
+
+/// Counters shared by every host of a fleet.
+#[derive(Debug)]
+pub struct FleetStats {
+    /// Requests answered (all hosts).
+    pub requests: AtomicU64,
+    /// Connections open now.
+    pub open_conns: AtomicUsize,
+    /// Connections accepted and dropped at once because the descriptor budget was spent.
+    pub shed_conns: AtomicU64,
+    /// Connections the fleet may hold open.
+    pub conn_budget: usize,
+    /// Idle time before a keep-alive connection is closed.
+    pub idle_timeout: Duration,
+    pub(crate) epoch: Instant,
+}
+
+impl FleetStats {
+    pub(crate) fn new(conn_budget: usize, idle_timeout: Duration) -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            open_conns: AtomicUsize::new(0),
+            shed_conns: AtomicU64::new(0),
+            conn_budget,
+            idle_timeout,
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// A command to a host's listener task.
+#[derive(Debug)]
+pub(crate) enum Ctl {
+    /// Open (true) or close (false) the listener; the answer says when it is done.
+    Reachable(bool, oneshot::Sender<std::io::Result<()>>),
+}
+
+/// Runs one host's listener until the control channel closes or `stop` fires.
+pub(crate) async fn host_loop(
+    host: Arc<SimHostState>,
+    addr: SocketAddr,
+    mut listener: Option<TcpListener>,
+    mut ctl: mpsc::Receiver<Ctl>,
+    stop: gpufleet_runtime::Shutdown,
+    stats: Arc<FleetStats>,
+) {
+    let router = crate::server::router_for(host.clone());
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = async {
+            match &listener {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.wait() => break,
+            cmd = ctl.recv() => match cmd {
+                None => break,
+                Some(Ctl::Reachable(false, ack)) => {
+                    listener = None;
+                    conns.abort_all();
+                    while conns.join_next().await.is_some() {}
+                    let _ = ack.send(Ok(()));
+                }
+                Some(Ctl::Reachable(true, ack)) => {
+                    if listener.is_none() {
+                        match bind_again(addr).await {
+                            Ok(l) => {
+                                listener = Some(l);
+                                let _ = ack.send(Ok(()));
+                            }
+                            Err(e) => {
+                                let _ = ack.send(Err(e));
+                            }
+                        }
+                    } else {
+                        let _ = ack.send(Ok(()));
+                    }
+                }
+            },
+            acc = accepted => match acc {
+                Ok((stream, _)) => {
+                    if stats.open_conns.load(Ordering::Relaxed) >= stats.conn_budget {
+                        stats.shed_conns.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_conn(stream, router.clone(), stats.clone()));
+                }
+                Err(error) => {
+                    // EMFILE or a reset before accept: back off briefly instead of spinning.
+                    debug!(%error, host = host.name(), "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+/// Binds `addr` again after an unreachable period; retries briefly (the old socket may linger).
+async fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
+}
+
+struct Activity {
+    last_ms: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+struct OpenConn(Arc<FleetStats>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_conn(stream: TcpStream, router: axum::Router, stats: Arc<FleetStats>) {
+    stats.open_conns.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenConn(stats.clone());
+    let now_ms = {
+        let epoch = stats.epoch;
+        move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    };
+    let act = Arc::new(Activity { last_ms: AtomicU64::new(now_ms()), in_flight: AtomicU32::new(0) });
+    let svc = {
+        let (act, stats) = (act.clone(), stats.clone());
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let (act, stats, router) = (act.clone(), stats.clone(), router.clone());
+            async move {
+                act.in_flight.fetch_add(1, Ordering::Relaxed);
+                let resp = router.oneshot(req).await;
+                act.in_flight.fetch_sub(1, Ordering::Relaxed);
+                act.last_ms.store(u64::try_from(stats.epoch.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                resp
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let pressure = stats.open_conns.load(Ordering::Relaxed) * 10 >= stats.conn_budget * 9;
+        let idle_limit = if pressure { PRESSURE_IDLE.min(stats.idle_timeout) } else { stats.idle_timeout };
+        let idle_for = Duration::from_millis(now_ms().saturating_sub(act.last_ms.load(Ordering::Relaxed)));
+        let wait = if closing { Duration::from_secs(3600) } else { idle_limit.saturating_sub(idle_for).max(Duration::from_millis(50)).min(Duration::from_secs(1)) };
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = tokio::time::sleep(wait) => {
+                let idle_for = Duration::from_millis(now_ms().saturating_sub(act.last_ms.load(Ordering::Relaxed)));
+                if !closing && act.in_flight.load(Ordering::Relaxed) == 0 && idle_for >= idle_limit {
+                    // Closes at once when idle; otherwise after the response in progress.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
