@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`MetricStore`] (this file): the trait every backend implements, and its query types.
 //! - `embedded`: the standalone backend (see its module doc for the on-disk format).
+//! - [`postgres`]: the PostgreSQL backend (monthly partitioned tables, COPY ingest, rollups kept
+//!   in the write transaction; see its module doc for the schema).
 //! - [`export`]: CSV and Parquet export over any [`MetricStore`].
 //! - [`testsuite`]: the conformance suite every backend passes (`store_test_suite!`).
 //!
@@ -24,9 +26,11 @@ use thiserror::Error;
 
 pub mod embedded;
 pub mod export;
+pub mod postgres;
 pub mod testsuite;
 
 pub use embedded::EmbeddedStore;
+pub use postgres::{PgStoreConfig, PostgresStore};
 
 /// Outcome of a write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -190,6 +194,20 @@ pub struct RetentionReport {
     pub rollup_partitions_dropped: u64,
 }
 
+/// What a backend's readiness check found (empty `problems`: healthy).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// One sentence per problem, saying what to do about it.
+    pub problems: Vec<String>,
+}
+
+impl StoreHealth {
+    /// True when no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
 /// Settings of a store backend.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -290,4 +308,12 @@ pub trait MetricStore: Send + Sync + 'static {
 
     /// Flushes and releases files; called on graceful shutdown.
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// A cheap readiness check (the API's `/ready` calls it): problems that need an operator,
+    /// relative to the wall clock `now_ms`. `Err` when the backend cannot be reached at all.
+    /// The default (backends with nothing to check) is healthy.
+    async fn health(&self, now_ms: i64) -> Result<StoreHealth, StoreError> {
+        let _ = now_ms;
+        Ok(StoreHealth::default())
+    }
 }
