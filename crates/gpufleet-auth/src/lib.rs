@@ -17,6 +17,10 @@
 //! - [`audit_log`]: [`AuditLog`] (queue) and the batching [`AuditWriter`] worker.
 //! - [`metastore`]: the [`MetaStore`] trait and [`StoreError`].
 //! - [`sqlite`]: [`SqliteMetaStore`], the embedded implementation (migrations in `migrations/sqlite`).
+//! - [`postgres`]: [`PostgresMetaStore`], the shared implementation for several replicas (one
+//!   schema; migrations in `migrations/postgres`).
+//! - [`lease`]: the [`LeaseStore`] trait (once-per-fleet work), its conformance cases and
+//!   [`lease_test_suite!`]; both stores implement it.
 //! - [`testsuite`]: the conformance cases and [`metastore_test_suite!`].
 //! - [`ratelimit`]: the [`RateLimiter`] trait and [`LocalRateLimiter`] (governor).
 //! - [`allowlist`]: [`IpAllowlist`] and [`client_ip`] (trusted proxies).
@@ -37,9 +41,11 @@ pub mod error;
 pub mod identity;
 pub mod key;
 pub mod key_admin;
+pub mod lease;
 pub mod maintenance;
 pub mod metastore;
 pub mod permission;
+pub mod postgres;
 pub mod ratelimit;
 pub mod record;
 pub mod role;
@@ -57,9 +63,11 @@ pub use error::AuthError;
 pub use identity::{Access, AccessRequest, Identity};
 pub use key::{ApiKey, KeyHash, KeyParseError, KeyPrefix};
 pub use key_admin::{Actor, Bootstrap, CreatedKey, KeyAdminError, NewKey};
+pub use lease::LeaseStore;
 pub use maintenance::AuthMaintenance;
 pub use metastore::{MetaStore, StoreError};
 pub use permission::{Permission, PermissionSet, PermissionTable, PermissionsConfig};
+pub use postgres::PostgresMetaStore;
 pub use ratelimit::{LimitClass, LimitKey, LimitSubject, LocalRateLimiter, RateLimitConfig, RateLimiter, RetryAfter};
 pub use record::{KeyRecord, Owner};
 pub use role::Role;

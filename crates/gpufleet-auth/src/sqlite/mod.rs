@@ -15,10 +15,12 @@
 //! in that one transaction, so the chain stays linear even with several processes on one file.
 //!
 //! # Layout
-//! - `keys.rs`: the key queries. `audit.rs`: the chain queries.
+//! - `keys.rs`: the key queries. `audit.rs`: the chain queries. `lease.rs`: its
+//!   [`crate::LeaseStore`].
 
 mod audit;
 mod keys;
+mod lease;
 
 use crate::audit::{AuditEntry, AuditFilter, AuditRecord, VerifyReport};
 use crate::key::KeyPrefix;
