@@ -8,6 +8,8 @@
 //! - [`Broker`] (this file): the trait every backend implements, and its value types.
 //! - [`embedded`]: the standalone backend [`EmbeddedBroker`], a durable segment log on disk (see its
 //!   module doc for the file format, fsync policy and crash recovery).
+//! - [`redis`]: [`RedisBroker`] on Redis Streams (consumer groups, Lua scripts for reclaim and dead
+//!   letters, dedicated connections for blocking reads; see its module doc).
 //! - [`testsuite`]: the one conformance suite every backend must pass (`broker_test_suite!`).
 //!
 //! # Semantics every backend keeps
@@ -26,9 +28,11 @@ use std::{path::PathBuf, time::Duration};
 use thiserror::Error;
 
 pub mod embedded;
+pub mod redis;
 pub mod testsuite;
 
 pub use embedded::EmbeddedBroker;
+pub use redis::{RedisBroker, RedisBrokerConfig};
 
 /// Identifies a message within its topic. Embedded: the log offset. Redis: `(ms << 64) | seq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

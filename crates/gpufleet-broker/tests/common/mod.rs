@@ -1,6 +1,8 @@
-//! Helpers shared by the embedded broker's integration tests.
+//! Helpers shared by the broker's integration tests (the Redis ones in `redis_support`).
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod redis_support;
 
 use async_trait::async_trait;
 use bytes::Bytes;
