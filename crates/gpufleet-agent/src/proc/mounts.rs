@@ -67,12 +67,20 @@ const IMAGE_FS: &[&str] = &["squashfs", "iso9660", "udf", "erofs"];
 const SKIP_PREFIXES: &[&str] = &["/proc", "/sys", "/dev", "/run", "/snap", "/var/lib/docker/", "/var/lib/containers/", "/var/lib/kubelet/"];
 
 /// The mounts to report as disks: `/` whatever its type, block devices (`/dev/…`) and network
-/// file systems; not kernel/runtime paths or read-only images; one entry per device (the first,
-/// so bind mounts do not repeat a disk).
+/// file systems; not kernel/runtime paths or read-only images; for a mount point mounted twice,
+/// the last (top) mount (old kernels list `rootfs /` before the real root); one entry per device
+/// (the first, so bind mounts do not repeat a disk).
 pub fn disk_mounts(entries: &[MountEntry]) -> Vec<MountEntry> {
+    let mut top = std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        top.insert(e.mount_point.as_str(), i);
+    }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
+        if top.get(e.mount_point.as_str()) != Some(&i) {
+            continue;
+        }
         let mp = e.mount_point.as_str();
         let root = mp == "/";
         // `/var/lib/docker/` skips what is below it but keeps a disk mounted at `/var/lib/docker`.
