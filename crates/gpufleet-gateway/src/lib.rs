@@ -23,7 +23,8 @@
 //! - [`balance`]: per-model pools, the power-of-two-choices policy, leases, [`GpuHints`].
 //! - [`backend`]: one backend's live state. [`breaker`]: its circuit breaker.
 //! - [`probe`]: the active health and capacity probe (a worker).
-//! - [`jobs`]: async jobs over the broker, the [`JobStore`] and its SQLite implementation, DLQ.
+//! - [`jobs`]: async jobs over the broker, the [`JobStore`] with its SQLite and PostgreSQL
+//!   implementations and conformance suite ([`jobstore_test_suite!`]), DLQ.
 //! - [`config`]: [`GatewayConfig`] → [`GatewaySettings`]. [`error`]: [`GatewayError`].
 //! - [`metrics`]: every gateway metric. [`gateway`]: [`Gateway`] and [`GatewayWorker`].
 
@@ -48,7 +49,10 @@ pub use config::{BackendConfig, BackendKind, ConfigError, GatewayConfig, Gateway
 pub use error::{ErrorKind, ErrorSource, GatewayError};
 pub use gateway::{BuildError, Gateway, GatewayWorker, ModelEntry};
 pub use jobs::dlq::DeadJob;
-pub use jobs::{JobId, JobRecord, JobStatus, JobStore, JobStoreError, JobView, SqliteJobStore};
+pub use jobs::{
+    JobId, JobRecord, JobStatus, JobStore, JobStoreError, JobView, PostgresJobStore,
+    SqliteJobStore,
+};
 pub use metrics::GatewayMetrics;
 pub use proxy::Endpoint;
 pub use queue::Priority;

@@ -6,20 +6,24 @@
 //! (`gpufleet-job/1 <id> <endpoint> <priority> <model>`) followed by the exact body sent upstream.
 //! A message is acked only after the job's outcome is recorded in the [`JobStore`]; a failed run
 //! is nacked (redelivered), and after `max_attempts` the broker moves it to its dead letters with
-//! the reason. Status and results live in a [`JobStore`] ([`sqlite`]: the embedded one) until
-//! their TTL ends. Dead-letter operations are in [`dlq`].
+//! the reason. Status and results live in a [`JobStore`] until their TTL ends ([`sqlite`] for
+//! one process, [`postgres`] shared by several replicas). Dead-letter operations are in [`dlq`].
 //!
 //! # Layout
 //! - this file: ids, records, the payload format, submitting and reading jobs.
-//! - [`store`]: the [`JobStore`] trait. [`sqlite`]: [`SqliteJobStore`].
+//! - [`store`]: the [`JobStore`] trait. [`sqlite`]: [`SqliteJobStore`]. [`postgres`]:
+//!   [`PostgresJobStore`]. [`testsuite`]: the conformance cases every store runs.
 //! - [`worker`]: the job workers and the expiry sweeper.
 //! - [`dlq`]: list, inspect, retry, discard dead letters.
 
 pub mod dlq;
+pub mod postgres;
 pub mod sqlite;
 pub mod store;
+pub mod testsuite;
 pub(crate) mod worker;
 
+pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 pub use store::{JobRecord, JobStatus, JobStore, JobStoreError};
 
