@@ -8,7 +8,8 @@
 //! Redis ends a `BLOCK` up to 100 ms late (its timer runs at `hz` 10), and a nack should end a
 //! wait at once. So a read also takes a *wake* future; when it completes first, the read is ended
 //! with `CLIENT UNBLOCK <id>` sent on the shared connection, and the connection stays usable. If
-//! the server refuses `CLIENT UNBLOCK` (an ACL without it), the read ends at its own `BLOCK`.
+//! the server refuses `CLIENT ID` or `CLIENT UNBLOCK` (an ACL without `@dangerous`), the read ends
+//! at its own `BLOCK`.
 
 use super::error::connection_lost;
 use parking_lot::Mutex;
@@ -27,10 +28,23 @@ pub(crate) const MAX_BLOCKING: usize = 64;
 /// Extra time a blocking read gets beyond its `BLOCK` before the connection is given up.
 const REPLY_MARGIN: Duration = Duration::from_secs(5);
 
-/// A connection for blocking reads and its `CLIENT ID`.
+/// A connection for blocking reads and its `CLIENT ID` (`None` when the ACL forbids asking).
 struct Dedicated {
     conn: MultiplexedConnection,
-    client_id: i64,
+    client_id: Option<i64>,
+}
+
+impl Dedicated {
+    async fn new(mut conn: MultiplexedConnection) -> Result<Self, RedisError> {
+        let id: Result<i64, RedisError> =
+            redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await;
+        let client_id = match id {
+            Ok(id) => Some(id),
+            Err(error) if error.code() == Some("NOPERM") => None,
+            Err(error) => return Err(error),
+        };
+        Ok(Self { conn, client_id })
+    }
 }
 
 /// A pool of connections used only for blocking reads.
@@ -70,12 +84,9 @@ impl BlockingPool {
     }
 
     /// Adds an open connection to the idle ones.
-    pub(super) async fn seed(&self, mut conn: MultiplexedConnection) -> Result<(), RedisError> {
-        let client_id = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut conn)
-            .await?;
-        self.give_back(Dedicated { conn, client_id });
+    pub(super) async fn seed(&self, conn: MultiplexedConnection) -> Result<(), RedisError> {
+        let dedicated = Dedicated::new(conn).await?;
+        self.give_back(dedicated);
         Ok(())
     }
 
@@ -83,14 +94,7 @@ impl BlockingPool {
         let pooled = self.idle.lock().pop();
         match pooled {
             Some(dedicated) => Ok((dedicated, true)),
-            None => {
-                let mut conn = self.connect().await?;
-                let client_id = redis::cmd("CLIENT")
-                    .arg("ID")
-                    .query_async(&mut conn)
-                    .await?;
-                Ok((Dedicated { conn, client_id }, false))
-            }
+            None => Ok((Dedicated::new(self.connect().await?).await?, false)),
         }
     }
 
@@ -135,9 +139,11 @@ impl BlockingPool {
                 tokio::pin!(query);
                 tokio::select! {
                     reply = &mut query => reply,
-                    () = &mut wake => {
+                    () = &mut wake, if client_id.is_some() => {
                         woke = true;
-                        unblock(shared, client_id).await;
+                        if let Some(id) = client_id {
+                            unblock(shared, id).await;
+                        }
                         query.await
                     }
                 }

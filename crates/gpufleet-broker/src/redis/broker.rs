@@ -34,8 +34,10 @@ use tracing::{debug, info};
 
 /// Reply timeout of commands on the shared connection.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reconnect attempts of the shared connection per failure, and the longest pause between them.
-const RECONNECT_TRIES: usize = 4;
+/// Reconnect attempts of the shared connection after the first one fails, and the longest pause
+/// between them (the `redis` crate waits at least 1 s plus jitter before each). While Redis is down
+/// a call therefore fails within about 2 s, and callers back off on their own.
+const RECONNECT_TRIES: usize = 1;
 const RECONNECT_MAX_DELAY_MS: u64 = 1000;
 /// An entry out of attempts is dead-lettered on timeout only once idle for the visibility timeout
 /// plus this. Redis counts idle time in whole milliseconds and a waiting fetch wakes with
@@ -106,6 +108,9 @@ impl RedisBroker {
         let unreachable = |error: &dyn std::fmt::Display| {
             BrokerError::Unavailable(format!("cannot reach Redis at {shown_url}: {error}"))
         };
+        if cfg.url.starts_with("rediss:") {
+            ensure_crypto_provider();
+        }
         let client = match &cfg.tls_ca_pem {
             Some(pem) => Client::build_with_tls(
                 cfg.url.as_str(),
@@ -124,20 +129,17 @@ impl RedisBroker {
             .await
             .map_err(|_| unreachable(&"connect timeout"))?
             .map_err(|e| unreachable(&e))?;
-        let info: String = redis::cmd("INFO")
+        let info: RedisResult<String> = redis::cmd("INFO")
             .arg("server")
             .query_async(&mut probe)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let version = server_version(&info);
-        if version.is_some_and(|v| v < MIN_VERSION) {
-            return Err(BrokerError::Unavailable(format!(
-                "Redis at {shown_url} is version {}.{}; the Redis broker needs {}.{} or newer",
-                version.map_or(0, |v| v.0),
-                version.map_or(0, |v| v.1),
-                MIN_VERSION.0,
-                MIN_VERSION.1
-            )));
+            .await;
+        match info {
+            Ok(info) => check_version(&info, &shown_url)?,
+            // An ACL user without @dangerous may not run INFO: go on without the check.
+            Err(error) if error.code() == Some("NOPERM") => {
+                debug!(%error, "cannot check the Redis version")
+            }
+            Err(error) => return Err(unreachable(&error)),
         }
         let scripts = Scripts::load(&mut probe)
             .await
@@ -288,6 +290,28 @@ impl RedisBroker {
             }
             Err(error) => debug!(%topic, %error, "trim failed; retried after the next ack"),
         }
+    }
+}
+
+/// Installs rustls's ring provider as the process default unless one is installed already: the
+/// `redis` crate's TLS needs a default provider, and with no (or more than one) provider feature
+/// enabled rustls cannot pick one itself.
+fn ensure_crypto_provider() {
+    use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
+    if CryptoProvider::get_default().is_none() {
+        // Err means another thread installed one in between, which is just as good.
+        let _ = ring::default_provider().install_default();
+    }
+}
+
+/// Fails when `INFO server` shows a Redis older than [`MIN_VERSION`].
+fn check_version(info: &str, shown_url: &str) -> Result<(), BrokerError> {
+    match server_version(info) {
+        Some(version) if version < MIN_VERSION => Err(BrokerError::Unavailable(format!(
+            "Redis at {shown_url} is version {}.{}; the Redis broker needs {}.{} or newer",
+            version.0, version.1, MIN_VERSION.0, MIN_VERSION.1
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -613,5 +637,7 @@ mod tests {
         let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:0\r\n";
         assert_eq!(server_version(info), Some((7, 0)));
         assert_eq!(server_version("nothing"), None);
+        assert!(check_version("redis_version:6.0.9\r\n", "redis://x").is_err());
+        assert!(check_version("redis_version:6.2.0\r\n", "redis://x").is_ok());
     }
 }
