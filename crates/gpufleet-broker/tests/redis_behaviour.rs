@@ -257,6 +257,49 @@ async fn entries_acked_by_every_group_are_trimmed() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_every_key_of_its_prefix_and_nothing_else() {
+    let doomed = CleanBroker::connect("purge", Duration::from_secs(60), 1).await;
+    let bystander = CleanBroker::connect("bystander", Duration::from_secs(60), 1).await;
+    let (t, g) = names();
+    for b in [&doomed, &bystander] {
+        b.create_group(&t, &g).await.expect("create_group");
+        b.publish(&t, &payloads(3)).await.expect("publish");
+    }
+    let got = doomed
+        .fetch(&t, &g, &ConsumerName::new("c"), 1, Duration::from_secs(1))
+        .await
+        .expect("fetch");
+    doomed
+        .nack(&t, &g, got[0].id, "dead at once")
+        .await
+        .expect("nack");
+    assert_eq!(
+        doomed
+            .dead_letters(&t, 10)
+            .await
+            .expect("dead letters")
+            .len(),
+        1
+    );
+    assert_eq!(
+        doomed.broker.purge().await.expect("purge"),
+        2,
+        "the stream and its dead stream"
+    );
+    let keys = |prefix: &str| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut raw(doomed.url()))
+            .expect("KEYS")
+    };
+    assert!(keys(doomed.prefix()).is_empty());
+    assert_eq!(
+        keys(bystander.prefix()),
+        vec![format!("{}:t:jobs", bystander.prefix())]
+    );
+}
+
 #[tokio::test]
 async fn an_absent_server_is_unavailable_and_the_password_stays_hidden() {
     let url = format!("redis://:hunter2-secret@127.0.0.1:{}", free_port());

@@ -3,9 +3,10 @@
 
 use super::{
     blocking::{BlockingPool, BlockingRead},
+    connect::{self, Connected},
     error::{backend, connection_lost, for_group, redact_url},
     keys::{
-        bytes_of, check_name, entries_of, fields_of, format_id, int_of, parse_id, payload_of,
+        check_name, dead_letter_of, entries_of, format_id, parse_id, payload_of,
         read_reply_entries, Keys,
     },
     scripts::{parse_found, Found, LuaScript, Scripts},
@@ -16,10 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use gpufleet_core::{ConsumerName, GroupName, TopicName};
 use parking_lot::Mutex;
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    Client, Cmd, ErrorKind, RedisResult, TlsCertificates, Value,
-};
+use redis::{aio::ConnectionManager, Cmd, ErrorKind, RedisResult, Value};
 use rustc_hash::FxHashMap;
 use std::{
     future::Future,
@@ -32,13 +30,6 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 use tracing::{debug, info};
 
-/// Reply timeout of commands on the shared connection.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reconnect attempts of the shared connection after the first one fails, and the longest pause
-/// between them (the `redis` crate waits at least 1 s plus jitter before each). While Redis is down
-/// a call therefore fails within about 2 s, and callers back off on their own.
-const RECONNECT_TRIES: usize = 1;
-const RECONNECT_MAX_DELAY_MS: u64 = 1000;
 /// An entry out of attempts is dead-lettered on timeout only once idle for the visibility timeout
 /// plus this. Redis counts idle time in whole milliseconds and a waiting fetch wakes with
 /// millisecond resolution, so without it a nack sent just as the entry's timeout expires could
@@ -49,8 +40,8 @@ const DEAD_LETTER_GRACE: Duration = Duration::from_millis(25);
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Consumers idle this long with nothing pending are removed from their group.
 const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(600);
-/// Oldest Redis accepted (exclusive ranges in XPENDING, XTRIM MINID).
-const MIN_VERSION: (u32, u32) = (6, 2);
+/// Most `SCAN` round trips of one `purge`.
+const PURGE_MAX_ROUNDS: usize = 100_000;
 
 /// What this process keeps per (topic, group): the pending-list scan cursor, the counters Redis
 /// does not keep, and the wake-up of this process's waiting fetches when it nacks.
@@ -105,58 +96,11 @@ impl RedisBroker {
     /// the TLS handshake fails; the message shows the URL without its password.
     pub async fn connect(cfg: RedisBrokerConfig) -> Result<Self, BrokerError> {
         let shown_url = redact_url(&cfg.url);
-        let unreachable = |error: &dyn std::fmt::Display| {
-            BrokerError::Unavailable(format!("cannot reach Redis at {shown_url}: {error}"))
-        };
-        if cfg.url.starts_with("rediss:") {
-            ensure_crypto_provider();
-        }
-        let client = match &cfg.tls_ca_pem {
-            Some(pem) => Client::build_with_tls(
-                cfg.url.as_str(),
-                TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-            None => Client::open(cfg.url.as_str()),
-        }
-        .map_err(|e| unreachable(&e))?;
-        let blocking = BlockingPool::new(client.clone(), cfg.connect_timeout);
-        // One direct attempt first, so an absent server fails fast instead of after the
-        // connection manager's retries; the connection then seeds the blocking-read pool.
-        let mut probe = tokio::time::timeout(cfg.connect_timeout, blocking.connect())
-            .await
-            .map_err(|_| unreachable(&"connect timeout"))?
-            .map_err(|e| unreachable(&e))?;
-        let info: RedisResult<String> = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut probe)
-            .await;
-        match info {
-            Ok(info) => check_version(&info, &shown_url)?,
-            // An ACL user without @dangerous may not run INFO: go on without the check.
-            Err(error) if error.code() == Some("NOPERM") => {
-                debug!(%error, "cannot check the Redis version")
-            }
-            Err(error) => return Err(unreachable(&error)),
-        }
-        let scripts = Scripts::load(&mut probe)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(cfg.connect_timeout)
-            .set_response_timeout(COMMAND_TIMEOUT)
-            .set_number_of_retries(RECONNECT_TRIES)
-            .set_max_delay(RECONNECT_MAX_DELAY_MS);
-        let manager = tokio::time::timeout(
-            cfg.connect_timeout,
-            ConnectionManager::new_with_config(client, manager_cfg),
-        )
-        .await
-        .map_err(|_| unreachable(&"connect timeout"))?
-        .map_err(|e| unreachable(&e))?;
-        blocking.seed(probe).await.map_err(|e| unreachable(&e))?;
+        let Connected {
+            manager,
+            blocking,
+            scripts,
+        } = connect::open(&cfg, &shown_url).await?;
         info!(url = %shown_url, prefix = %cfg.key_prefix, "redis broker connected");
         Ok(Self {
             manager,
@@ -171,6 +115,43 @@ impl RedisBroker {
             groups: Mutex::new(FxHashMap::default()),
             last_trim: Mutex::new(FxHashMap::default()),
         })
+    }
+
+    /// Deletes every key under this broker's prefix (all its topics, groups and dead letters) and
+    /// returns how many there were. For benchmarks and tests that share a server.
+    pub async fn purge(&self) -> Result<u64, BrokerError> {
+        self.check_open()?;
+        let pattern = format!("{}*", self.keys.prefix_pattern());
+        let mut deleted = 0;
+        let mut cursor: u64 = 0;
+        for _ in 0..PURGE_MAX_ROUNDS {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let scan = &scan;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .call(|mut conn| async move { scan.query_async(&mut conn).await })
+                .await
+                .map_err(backend)?;
+            if !keys.is_empty() {
+                let mut del = redis::cmd("UNLINK");
+                del.arg(&keys);
+                let del = &del;
+                let n: u64 = self
+                    .call(|mut conn| async move { del.query_async(&mut conn).await })
+                    .await
+                    .map_err(backend)?;
+                deleted += n;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(deleted)
     }
 
     fn check_open(&self) -> Result<(), BrokerError> {
@@ -291,81 +272,6 @@ impl RedisBroker {
             Err(error) => debug!(%topic, %error, "trim failed; retried after the next ack"),
         }
     }
-}
-
-/// Installs rustls's ring provider as the process default unless one is installed already: the
-/// `redis` crate's TLS needs a default provider, and with no (or more than one) provider feature
-/// enabled rustls cannot pick one itself.
-fn ensure_crypto_provider() {
-    use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
-    if CryptoProvider::get_default().is_none() {
-        // Err means another thread installed one in between, which is just as good.
-        let _ = ring::default_provider().install_default();
-    }
-}
-
-/// Fails when `INFO server` shows a Redis older than [`MIN_VERSION`].
-fn check_version(info: &str, shown_url: &str) -> Result<(), BrokerError> {
-    match server_version(info) {
-        Some(version) if version < MIN_VERSION => Err(BrokerError::Unavailable(format!(
-            "Redis at {shown_url} is version {}.{}; the Redis broker needs {}.{} or newer",
-            version.0, version.1, MIN_VERSION.0, MIN_VERSION.1
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// `(major, minor)` from `INFO server`.
-fn server_version(info: &str) -> Option<(u32, u32)> {
-    let line = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))?;
-    let mut parts = line.trim().split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
-/// A string field of a dead-letter entry.
-fn text_field(fields: &[(String, Value)], name: &str) -> Option<String> {
-    let (_, value) = fields.iter().find(|(f, _)| f == name)?;
-    bytes_of(value.clone())
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-}
-
-/// Decodes one entry of a dead stream.
-fn dead_letter_of(
-    topic: &TopicName,
-    id: MessageId,
-    fields: Value,
-) -> Result<DeadLetter, BrokerError> {
-    let fields = fields_of(fields)?;
-    let missing = |what: &str| super::error::bad_reply(&format!("dead letter {id} without {what}"));
-    let original = text_field(&fields, "original_id").ok_or_else(|| missing("original_id"))?;
-    let number = |name: &str| {
-        fields
-            .iter()
-            .find(|(f, _)| f == name)
-            .and_then(|(_, v)| int_of(v).ok())
-            .ok_or_else(|| missing(name))
-    };
-    let payload = fields
-        .iter()
-        .find(|(f, _)| f == "payload")
-        .map(|(_, v)| bytes_of(v.clone()))
-        .transpose()?
-        .unwrap_or_default();
-    Ok(DeadLetter {
-        id,
-        topic: text_field(&fields, "topic").map_or_else(|| topic.clone(), TopicName::new),
-        group: GroupName::new(text_field(&fields, "group").unwrap_or_default()),
-        original_id: parse_id(original.as_bytes())?,
-        reason: text_field(&fields, "reason").unwrap_or_default(),
-        attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
-        dead_at_ms: number("dead_at_ms")?,
-        payload: Bytes::from(payload),
-    })
 }
 
 #[async_trait]
@@ -630,14 +536,5 @@ mod tests {
     fn broker_is_send_and_sync() {
         fn is<T: Send + Sync>() {}
         is::<RedisBroker>();
-    }
-
-    #[test]
-    fn reads_the_server_version() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:0\r\n";
-        assert_eq!(server_version(info), Some((7, 0)));
-        assert_eq!(server_version("nothing"), None);
-        assert!(check_version("redis_version:6.0.9\r\n", "redis://x").is_err());
-        assert!(check_version("redis_version:6.2.0\r\n", "redis://x").is_ok());
     }
 }

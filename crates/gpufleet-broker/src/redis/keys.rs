@@ -1,8 +1,8 @@
 //! Key names, message ids (`ms-seq` ⇄ [`MessageId`]), name checks and the parsing of stream
-//! entries out of raw Redis replies.
+//! entries (messages and dead letters) out of raw Redis replies.
 
 use super::error::bad_reply;
-use crate::{dead_letter_topic, BrokerError, MessageId};
+use crate::{dead_letter_topic, BrokerError, DeadLetter, MessageId};
 use bytes::Bytes;
 use gpufleet_core::{GroupName, TopicName};
 use redis::Value;
@@ -48,17 +48,22 @@ impl Keys {
         format!("{}:nack:{topic}:{group}", self.prefix)
     }
 
-    /// The `SCAN MATCH` pattern of every stream (glob characters of the prefix escaped).
-    pub(super) fn stream_pattern(&self) -> String {
-        let mut out = String::with_capacity(self.prefix.len() + 4);
+    /// `{prefix}:` with the glob characters of the prefix escaped, for `SCAN MATCH`.
+    pub(super) fn prefix_pattern(&self) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + 1);
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
                 out.push('\\');
             }
             out.push(c);
         }
-        out.push_str(":t:*");
+        out.push(':');
         out
+    }
+
+    /// The `SCAN MATCH` pattern of every stream.
+    pub(super) fn stream_pattern(&self) -> String {
+        format!("{}t:*", self.prefix_pattern())
     }
 
     /// The topic a stream key belongs to, if it is one of this prefix.
@@ -174,6 +179,48 @@ pub(super) fn read_reply_entries(value: Value) -> Result<Vec<(MessageId, Value)>
         (Some(_key), Some(entries)) => entries_of(entries),
         _ => Err(bad_reply("XREADGROUP stream without entries")),
     }
+}
+
+/// A string field of a dead-letter entry.
+fn text_field(fields: &[(String, Value)], name: &str) -> Option<String> {
+    let (_, value) = fields.iter().find(|(f, _)| f == name)?;
+    bytes_of(value.clone())
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// Decodes one entry of a dead stream.
+pub(super) fn dead_letter_of(
+    topic: &TopicName,
+    id: MessageId,
+    fields: Value,
+) -> Result<DeadLetter, BrokerError> {
+    let fields = fields_of(fields)?;
+    let missing = |what: &str| bad_reply(&format!("dead letter {id} without {what}"));
+    let original = text_field(&fields, "original_id").ok_or_else(|| missing("original_id"))?;
+    let number = |name: &str| {
+        fields
+            .iter()
+            .find(|(f, _)| f == name)
+            .and_then(|(_, v)| int_of(v).ok())
+            .ok_or_else(|| missing(name))
+    };
+    let payload = fields
+        .iter()
+        .find(|(f, _)| f == "payload")
+        .map(|(_, v)| bytes_of(v.clone()))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(DeadLetter {
+        id,
+        topic: text_field(&fields, "topic").map_or_else(|| topic.clone(), TopicName::new),
+        group: GroupName::new(text_field(&fields, "group").unwrap_or_default()),
+        original_id: parse_id(original.as_bytes())?,
+        reason: text_field(&fields, "reason").unwrap_or_default(),
+        attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
+        dead_at_ms: number("dead_at_ms")?,
+        payload: Bytes::from(payload),
+    })
 }
 
 #[cfg(test)]

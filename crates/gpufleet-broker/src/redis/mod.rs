@@ -41,6 +41,8 @@
 //!   AOF as one `MULTI`/`EXEC`, so a crash can neither lose the message nor write its dead letter
 //!   twice.
 //!
+//! `RedisBroker::purge` deletes every key of the prefix (benchmarks and tests on a shared server).
+//!
 //! # Stats
 //! Topics are found with `SCAN MATCH {prefix}:t:*` (dead streams count into `dead_letters` and are
 //! not listed as topics). `published` is the stream's `entries-added`, `bytes` `MEMORY USAGE`,
@@ -69,6 +71,7 @@
 
 mod blocking;
 mod broker;
+mod connect;
 mod error;
 mod keys;
 mod scripts;
