@@ -16,6 +16,7 @@
 
 use crate::wire::{HealthReport, HostMetrics};
 use async_trait::async_trait;
+use bytes::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,6 +65,11 @@ impl RestartError {
 pub trait AgentBackend: Send + Sync + 'static {
     /// `GET /health`.
     async fn health(&self) -> HealthReport;
+    /// `GET /health` as JSON bytes. The default serialises [`AgentBackend::health`]; a backend
+    /// answering many requests (the simulated fleet) may cache the bytes.
+    async fn health_json(&self) -> Bytes {
+        serde_json::to_vec(&self.health().await).map(Bytes::from).unwrap_or_default()
+    }
     /// `GET /metrics/host`.
     async fn host_metrics(&self) -> HostMetrics;
     /// `POST /containers/{id}/restart` after the token was checked.
@@ -132,8 +138,8 @@ fn check_token(backend: &dyn AgentBackend, headers: &HeaderMap, required: bool) 
     }
 }
 
-async fn health(State(b): Backend) -> Json<HealthReport> {
-    Json(b.health().await)
+async fn health(State(b): Backend) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], b.health_json().await).into_response()
 }
 
 async fn host_metrics(State(b): Backend, headers: HeaderMap) -> Response {

@@ -10,6 +10,7 @@ use crate::health::{self, AgentInfo};
 use crate::server::{AgentBackend, RestartError, TokenDigest};
 use crate::wire::{ContainerState, CpuPercent, Disk, GpuDriver, GpuState, HealthReport, HostMetrics, ModelServerKind, ModelServerState, Net};
 use async_trait::async_trait;
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +34,14 @@ pub struct SimHostState {
     restarts: Mutex<BTreeMap<String, u64>>,
     token: Option<TokenDigest>,
     requests: AtomicU64,
+    /// Bumped by every change (scenario, restart) so a cached report is not served after it.
+    generation: AtomicU64,
+    cache: Mutex<Option<(Instant, u64, Bytes)>>,
 }
+
+/// How long a simulated host serves the same serialised `/health` answer (so 10,000 checks a
+/// second cost HTTP handling, not report building); a scenario switch or a restart ends it at once.
+pub const REPORT_CACHE: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for SimHostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,6 +62,8 @@ impl SimHostState {
             restarts: Mutex::new(BTreeMap::new()),
             token: token.map(TokenDigest::new),
             requests: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            cache: Mutex::new(None),
         }
     }
 
@@ -70,6 +80,7 @@ impl SimHostState {
     /// Switches scenario; time-based effects (disk filling, flapping) start over.
     pub fn set_scenario(&self, s: Scenario) {
         *self.scenario.write() = (s, Instant::now());
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Restarts done through the API, per container name.
@@ -240,6 +251,19 @@ impl AgentBackend for SimHostState {
         self.report()
     }
 
+    async fn health_json(&self) -> Bytes {
+        self.delay().await;
+        let generation = self.generation.load(Ordering::SeqCst);
+        if let Some((at, g, body)) = &*self.cache.lock() {
+            if *g == generation && at.elapsed() < REPORT_CACHE {
+                return body.clone();
+            }
+        }
+        let body = Bytes::from(serde_json::to_vec(&self.report()).unwrap_or_default());
+        *self.cache.lock() = Some((Instant::now(), generation, body.clone()));
+        body
+    }
+
     async fn host_metrics(&self) -> HostMetrics {
         self.delay().await;
         self.metrics(gpufleet_core::time::now_ms())
@@ -253,6 +277,7 @@ impl AgentBackend for SimHostState {
             return Err(RestartError::StoppedOnPurpose((*name).to_owned()));
         }
         *self.restarts.lock().entry((*name).to_owned()).or_insert(0) += 1;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -296,5 +321,19 @@ mod tests {
         assert_eq!(h.restarts().get("inference"), Some(&2));
         assert_eq!(h.metrics(0).containers[0].restart_count, 2);
         assert_eq!(h.requests(), 4);
+    }
+
+    #[tokio::test]
+    async fn cached_health_is_dropped_on_scenario_switch() {
+        let h = host(Scenario::Healthy);
+        let t = Instant::now();
+        let first = h.health_json().await;
+        let second = h.health_json().await;
+        if t.elapsed() < REPORT_CACHE {
+            assert_eq!(second, first, "served from the cache within a second");
+        }
+        h.set_scenario(Scenario::GpuXid);
+        let r: HealthReport = serde_json::from_slice(&h.health_json().await).unwrap();
+        assert_eq!(r.status, Status::Critical);
     }
 }
