@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (a proxy terminates TLS).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Message broker: `embedded` or `redis://…` / `rediss://…` (overrides broker.backend).
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Database: `embedded` or `postgres://…` (overrides database.url).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
 }
 
 /// Subcommands.
@@ -60,6 +66,16 @@ pub struct ServeArgs {
 pub enum Command {
     /// Run everything in one process on embedded storage.
     Up(ServeArgs),
+    /// Run some roles of a distributed deployment (`--roles api,collector,gateway`), sharing
+    /// Redis and PostgreSQL with other processes (`--broker redis://… --database postgres://…`).
+    Server {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Comma-separated roles: api (HTTP API), collector (broker → store), gateway (inference
+        /// routes on the api listener and the async-job workers). Default: all.
+        #[arg(long, value_name = "ROLES", default_value = "api,collector,gateway")]
+        roles: String,
+    },
     /// `up` on a fresh data directory plus a replay of a bundled DCGM capture; prints where to look.
     Demo {
         #[command(flatten)]
@@ -289,6 +305,16 @@ pub struct StreamArgs {
     /// Host name for wide CSV rows without a host column.
     #[arg(long)]
     pub host: Option<String>,
+    /// Publish straight into this broker (`redis://…`) instead of posting to `--server`: the
+    /// streamer parses the rows itself and each chunk is done when Redis holds it.
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Redis key prefix (with `--broker`).
+    #[arg(long, default_value = "gpufleet")]
+    pub key_prefix: String,
+    /// Topic to publish to (with `--broker`).
+    #[arg(long, default_value = "telemetry")]
+    pub topic: String,
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,

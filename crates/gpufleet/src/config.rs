@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// Message broker.
     pub broker: BrokerSection,
+    /// Metadata and (in distributed mode) telemetry database.
+    pub database: DatabaseSection,
     /// Telemetry store.
     pub store: StoreSection,
     /// Telemetry pipeline.
@@ -94,8 +96,15 @@ impl Default for LogSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
-    /// `embedded` (the durable log under data_dir). Default `embedded`.
+    /// `embedded` (the durable log under data_dir) or a Redis URL for distributed mode
+    /// (`redis://[user][:password@]host:6379[/db]`, `rediss://…` for TLS). Default `embedded`.
     pub backend: String,
+    /// Redis only: prefix of every key gpufleet creates. Default `gpufleet`.
+    pub key_prefix: String,
+    /// Redis only: approximate cap on each stream's length (`XADD MAXLEN ~`); 0 = no cap.
+    /// Default 10,000,000. Messages trimmed before a group read them are lost, so keep it well
+    /// above the backlog you expect.
+    pub max_len: u64,
     /// How long a delivered message stays invisible before redelivery. Default `5s`.
     pub visibility_timeout: String,
     /// Deliveries before a message is dead-lettered. Default 5.
@@ -108,7 +117,38 @@ pub struct BrokerSection {
 
 impl Default for BrokerSection {
     fn default() -> Self {
-        Self { backend: "embedded".into(), visibility_timeout: "5s".into(), max_attempts: 5, fsync: "batch".into(), segment_bytes: 64 << 20 }
+        Self {
+            backend: "embedded".into(),
+            key_prefix: "gpufleet".into(),
+            max_len: 10_000_000,
+            visibility_timeout: "5s".into(),
+            max_attempts: 5,
+            fsync: "batch".into(),
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `embedded` (SQLite files and the embedded telemetry store under data_dir) or a PostgreSQL
+    /// URL (`postgres://user[:password]@host:5432/db`): keys, audit, gateway jobs, leases and the
+    /// month-partitioned telemetry then live there. Default `embedded`.
+    pub url: String,
+    /// PostgreSQL only: schemas `<prefix>_meta`, `<prefix>_jobs` and `<prefix>_metrics` hold the
+    /// tables. Default `gpufleet`.
+    pub schema_prefix: String,
+    /// PostgreSQL only: connections per pool. Default 8.
+    pub max_connections: u32,
+    /// PostgreSQL only: how often telemetry partitions are created ahead. Default `1h`.
+    pub partition_interval: String,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self { url: "embedded".into(), schema_prefix: "gpufleet".into(), max_connections: 8, partition_interval: "1h".into() }
     }
 }
 
@@ -183,8 +223,12 @@ pub struct Settings {
     pub log_json: bool,
     /// Log filter.
     pub log_level: String,
-    /// Broker.
+    /// Broker (the embedded log's settings; visibility timeout and attempts apply to Redis too).
     pub broker: BrokerConfig,
+    /// Redis broker, when `broker.backend` is a Redis URL.
+    pub redis: Option<RedisSettings>,
+    /// PostgreSQL, when `database.url` is a PostgreSQL URL.
+    pub postgres: Option<PostgresSettings>,
     /// Store.
     pub store: StoreConfig,
     /// Retention pass interval.
@@ -215,6 +259,30 @@ pub struct Settings {
     pub gateway: gpufleet_gateway::GatewaySettings,
 }
 
+/// `broker.backend = "redis://…"`.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// URL (may hold a password: never log it unredacted).
+    pub url: String,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Approximate stream cap (None: no cap).
+    pub max_len: Option<u64>,
+}
+
+/// `database.url = "postgres://…"`.
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    /// URL (may hold a password: never log it unredacted).
+    pub url: String,
+    /// Schema prefix.
+    pub schema_prefix: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Partition maintenance interval.
+    pub partition_interval: Duration,
+}
+
 fn dur(key: &str, s: &str) -> Result<Duration> {
     humantime::parse_duration(s).with_context(|| format!("{key}: {s:?} is not a duration (e.g. 500ms, 5s, 10m, 30d)"))
 }
@@ -230,9 +298,37 @@ impl FileConfig {
     /// Checks every value and converts to [`Settings`].
     pub fn validate(&self) -> Result<Settings> {
         let listen: SocketAddr = self.server.listen.parse().with_context(|| format!("server.listen: {:?} is not an address like 127.0.0.1:8080", self.server.listen))?;
-        if self.broker.backend != "embedded" {
-            bail!("broker.backend: {:?} is not supported yet; use \"embedded\"", self.broker.backend);
+        let redis = match self.broker.backend.as_str() {
+            "embedded" => None,
+            u if u.starts_with("redis://") || u.starts_with("rediss://") => Some(RedisSettings {
+                url: u.to_owned(),
+                key_prefix: self.broker.key_prefix.clone(),
+                max_len: Some(self.broker.max_len).filter(|n| *n > 0),
+            }),
+            other => bail!("broker.backend: {:?} must be \"embedded\" or a Redis URL (redis://host:6379, rediss://… for TLS)", redact(other)),
+        };
+        if self.broker.key_prefix.is_empty() || self.broker.key_prefix.contains(char::is_whitespace) {
+            bail!("broker.key_prefix: {:?} must be non-empty without spaces", self.broker.key_prefix);
         }
+        let postgres = match self.database.url.as_str() {
+            "embedded" => None,
+            u if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                let p = &self.database.schema_prefix;
+                if p.is_empty() || !p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || p.starts_with(|c: char| c.is_ascii_digit()) {
+                    bail!("database.schema_prefix: {p:?} must be lowercase letters, digits and '_', not starting with a digit");
+                }
+                if self.database.max_connections == 0 {
+                    bail!("database.max_connections must be at least 1");
+                }
+                Some(PostgresSettings {
+                    url: u.to_owned(),
+                    schema_prefix: p.clone(),
+                    max_connections: self.database.max_connections,
+                    partition_interval: dur("database.partition_interval", &self.database.partition_interval)?,
+                })
+            }
+            other => bail!("database.url: {:?} must be \"embedded\" or a PostgreSQL URL (postgres://user@host:5432/db)", redact(other)),
+        };
         let fsync = match self.broker.fsync.as_str() {
             "batch" => FsyncPolicy::PerBatch,
             "none" => FsyncPolicy::Never,
@@ -285,6 +381,8 @@ impl FileConfig {
             log_json: self.log.format == "json",
             log_level: self.log.level.clone(),
             broker,
+            redis,
+            postgres,
             store,
             retention_interval: dur("store.retention_interval", &self.store.retention_interval)?,
             topic: self.telemetry.topic.clone(),

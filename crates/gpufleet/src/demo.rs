@@ -48,7 +48,8 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
     settings.store.rollup_1m_retention = None;
     settings.store.rollup_1h_retention = None;
     let srv = server::start(&settings, shutdown.clone()).await.context("starting the demo server (is the port taken? try --listen 127.0.0.1:0)")?;
-    let base = format!("{}://{}", srv.scheme, srv.addr);
+    let addr = srv.addr.context("the demo server has no listener")?;
+    let base = format!("{}://{addr}", srv.scheme);
     println!("gpufleet demo: server on {base}, data in {}", settings.data_dir.display());
     let api_key = match (&srv.bootstrap_key, std::env::var("GPUFLEET_ADMIN_KEY")) {
         (Some(k), _) => Some(k.clone()),
@@ -71,6 +72,9 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
         loop_forever: false,
         batch: 500,
         host: None,
+        broker: None,
+        key_prefix: "gpufleet".into(),
+        topic: "telemetry".into(),
         json: false,
     };
     let summary = stream::run(&args, shutdown.clone()).await?;

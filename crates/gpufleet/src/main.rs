@@ -6,6 +6,7 @@
 // its siblings, which is what we want to read.
 #![allow(unreachable_pub)]
 
+mod backends;
 mod bench;
 mod cli;
 mod client;
@@ -59,6 +60,12 @@ fn serve_overrides<'a>(cli: &'a Cli, serve: Option<&'a ServeArgs>) -> Vec<(&'sta
         if s.insecure_http {
             o.push(("server.insecure_http", toml::Value::Boolean(true)));
         }
+        if let Some(b) = &s.broker {
+            o.push(("broker.backend", toml::Value::String(b.clone())));
+        }
+        if let Some(d) = &s.database {
+            o.push(("database.url", toml::Value::String(d.clone())));
+        }
     }
     if let Some(f) = &cli.log_format {
         o.push(("log.format", toml::Value::String(f.clone())));
@@ -67,6 +74,19 @@ fn serve_overrides<'a>(cli: &'a Cli, serve: Option<&'a ServeArgs>) -> Vec<(&'sta
         o.push(("log.level", toml::Value::String(l.clone())));
     }
     o
+}
+
+/// `up` and `server`: start, print where it listens (and the bootstrap key once), wait.
+async fn run_server(settings: &config::Settings, roles: server::Roles, shutdown: Shutdown) -> Result<()> {
+    let server = server::start_roles(settings, roles, shutdown).await?;
+    match server.addr {
+        Some(addr) => println!("gpufleet listening on {}://{addr} (roles {roles}; data in {})", server.scheme, settings.data_dir.display()),
+        None => println!("gpufleet running roles {roles} (no listener)"),
+    }
+    if let Some(key) = &server.bootstrap_key {
+        println!("bootstrap admin key (shown once; store it now, e.g. export GPUFLEET_API_KEY=...): {key}");
+    }
+    server.wait().await
 }
 
 fn init_logging(json: bool, level: &str) -> Result<()> {
@@ -83,7 +103,7 @@ fn env_vars() -> Vec<(String, String)> {
 
 async fn run(cli: Cli) -> Result<()> {
     let serve = match &cli.command {
-        Command::Up(s) => Some(s),
+        Command::Up(s) | Command::Server { serve: s, .. } => Some(s),
         Command::Demo { serve, .. } => Some(serve),
         _ => None,
     };
@@ -93,7 +113,7 @@ async fn run(cli: Cli) -> Result<()> {
         None => "invalid configuration".to_owned(),
     })?;
     // Client commands log warnings only, unless a level was set (flag, env or file).
-    let is_role = matches!(cli.command, Command::Up(_) | Command::Demo { .. } | Command::Bench { .. });
+    let is_role = matches!(cli.command, Command::Up(_) | Command::Server { .. } | Command::Demo { .. } | Command::Bench { .. });
     let level_set = settings.log_level != config::LogSection::default().level;
     let level = if is_role || level_set { settings.log_level.clone() } else { "warn".to_owned() };
     init_logging(settings.log_json, &level)?;
@@ -109,14 +129,8 @@ async fn run(cli: Cli) -> Result<()> {
     }
 
     match &cli.command {
-        Command::Up(_) => {
-            let server = server::start(&settings, shutdown.clone()).await?;
-            println!("gpufleet listening on {}://{} (data in {})", server.scheme, server.addr, settings.data_dir.display());
-            if let Some(key) = &server.bootstrap_key {
-                println!("bootstrap admin key (shown once; store it now, e.g. export GPUFLEET_API_KEY=...): {key}");
-            }
-            server.wait().await
-        }
+        Command::Up(_) => run_server(&settings, server::Roles::ALL, shutdown).await,
+        Command::Server { roles, .. } => run_server(&settings, server::Roles::parse(roles)?, shutdown).await,
         Command::Demo { exit_after_replay, serve } => demo::run(settings, serve.data_dir.is_some(), *exit_after_replay, shutdown).await,
         Command::MockBackend(args) => mock::run(args, shutdown).await,
         Command::Stream(args) => {

@@ -1,20 +1,20 @@
-//! `gpufleet up`: opens the embedded backends and the metadata store (keys, audit), makes the
-//! bootstrap admin key on first start, starts the collectors, the audit writer and maintenance
-//! workers under a supervisor, serves the API (HTTPS when configured), and shuts down in order on
-//! SIGINT/SIGTERM: stop accepting, drain in-flight requests, let collectors finish their batch,
-//! flush the audit queue, close the broker, flush the store.
+//! `gpufleet up` / `gpufleet server --roles …`: opens the backends ([`crate::backends`]: embedded
+//! or Redis + PostgreSQL), makes the bootstrap admin key on first start, starts the workers of the
+//! chosen [`Roles`] under a supervisor (collectors, retention, partition upkeep, audit writer, auth
+//! upkeep, gateway job workers), serves the API when the `api` role is on (HTTPS when configured),
+//! and shuts down in order on SIGINT/SIGTERM: stop accepting, drain in-flight requests, let
+//! collectors finish their batch, flush the audit queue, close the broker, flush the store.
 
 use gpufleet_core::time::now_ms;
 use crate::config::Settings;
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use gpufleet_api::{ApiSettings, AppState};
-use gpufleet_auth::{AuditLog, AuthMaintenance, AuthService, Bootstrap, MetaStore, SqliteMetaStore};
-use gpufleet_gateway::{Gateway, SqliteJobStore};
-use gpufleet_broker::{Broker, EmbeddedBroker};
+use gpufleet_auth::{AuditLog, AuthMaintenance, AuthService, Bootstrap};
+use gpufleet_gateway::Gateway;
 use gpufleet_core::{GroupName, TopicName};
 use gpufleet_runtime::{Shutdown, Supervisor, Worker, WorkerContext, WorkerError};
-use gpufleet_store::{EmbeddedStore, MetricStore};
+use gpufleet_store::MetricStore;
 use gpufleet_telemetry::{Collector, CollectorConfig, PipelineMetrics};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +22,54 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+/// Which parts of gpufleet this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// The HTTP API (and dashboard routes).
+    pub api: bool,
+    /// Collectors: broker → telemetry store, plus retention and partition upkeep.
+    pub collector: bool,
+    /// The inference gateway: its routes on the API listener and the async-job workers.
+    pub gateway: bool,
+}
+
+impl Roles {
+    /// Everything (`gpufleet up`).
+    pub const ALL: Roles = Roles { api: true, collector: true, gateway: true };
+
+    /// Parses `api,collector,gateway` (any non-empty subset; `all` for every role).
+    pub fn parse(text: &str) -> Result<Roles> {
+        let mut r = Roles { api: false, collector: false, gateway: false };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "api" => r.api = true,
+                "collector" => r.collector = true,
+                "gateway" => r.gateway = true,
+                "all" => r = Roles::ALL,
+                other => anyhow::bail!("--roles: unknown role {other:?}; the roles are api, collector, gateway (or all)"),
+            }
+        }
+        if r == (Roles { api: false, collector: false, gateway: false }) {
+            anyhow::bail!("--roles: name at least one role (api, collector, gateway)");
+        }
+        Ok(r)
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [(self.api, "api"), (self.collector, "collector"), (self.gateway, "gateway")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 /// A server running in this process.
 pub struct RunningServer {
-    /// Address actually bound.
-    pub addr: SocketAddr,
+    /// Address actually bound (None without the `api` role).
+    pub addr: Option<SocketAddr>,
     /// `https` or `http`.
     pub scheme: &'static str,
     /// The bootstrap admin key, when this start generated it (shown once).
@@ -45,32 +89,51 @@ impl RunningServer {
     }
 }
 
-/// Opens everything and starts serving; returns once the listener is bound.
+/// Every role in one process (`gpufleet up`, the demo).
 pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningServer> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let lock = lock_data_dir(&settings.data_dir)?;
-    crate::serve::check_plain_http(settings.listen, settings.tls.is_some(), settings.insecure_http)?;
-    let tls = match &settings.tls {
-        Some((cert, key)) => Some(Arc::new(crate::tls::server_config(cert, key, settings.tls_client_ca.as_deref())?)),
-        None => None,
+    start_roles(settings, Roles::ALL, shutdown).await
+}
+
+/// Opens the backends, starts the workers of `roles`, and serves the API when `roles.api`;
+/// returns once the listener is bound.
+pub async fn start_roles(settings: &Settings, roles: Roles, shutdown: Shutdown) -> Result<RunningServer> {
+    let lock = if crate::backends::uses_data_dir(settings) {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
+        Some(lock_data_dir(&settings.data_dir)?)
+    } else {
+        None
     };
-    let broker: Arc<dyn Broker> =
-        Arc::new(EmbeddedBroker::open(settings.broker.clone()).with_context(|| format!("opening broker in {}", settings.broker.data_dir.display()))?);
-    let store: Arc<dyn MetricStore> =
-        Arc::new(EmbeddedStore::open(settings.store.clone()).with_context(|| format!("opening store in {}", settings.store.data_dir.display()))?);
+    if roles.api {
+        crate::serve::check_plain_http(settings.listen, settings.tls.is_some(), settings.insecure_http)?;
+    }
+    let tls = match (&settings.tls, roles.api) {
+        (Some((cert, key)), true) => Some(Arc::new(crate::tls::server_config(cert, key, settings.tls_client_ca.as_deref())?)),
+        _ => None,
+    };
+    let broker = crate::backends::open_broker(settings).await?;
+    let (store, pg_store) = crate::backends::open_store(settings).await?;
     let metrics = PipelineMetrics::default();
     let topic = TopicName::new(&settings.topic);
     let group = GroupName::new("collectors");
     broker.create_group(&topic, &group).await?;
 
     let mut supervisor = Supervisor::new(shutdown.child());
-    let collector_cfg = CollectorConfig { topic: topic.clone(), group, fetch_max: settings.fetch_max, fetch_wait: Duration::from_millis(200) };
-    for i in 0..settings.collectors {
-        supervisor.spawn(Collector::new(format!("c{i}"), broker.clone(), store.clone(), collector_cfg.clone(), metrics.clone()));
+    if roles.collector {
+        let collector_cfg = CollectorConfig { topic: topic.clone(), group, fetch_max: settings.fetch_max, fetch_wait: Duration::from_millis(200) };
+        // Consumer names must differ across processes sharing one Redis consumer group.
+        let tag = if settings.redis.is_some() { format!("{}-{}-", hostname(), std::process::id()) } else { String::new() };
+        for i in 0..settings.collectors {
+            supervisor.spawn(Collector::new(format!("{tag}c{i}"), broker.clone(), store.clone(), collector_cfg.clone(), metrics.clone()));
+        }
+        supervisor.spawn(RetentionWorker { store: store.clone(), interval: settings.retention_interval });
+        if let (Some(pg), Some(p)) = (&pg_store, &settings.postgres) {
+            supervisor.spawn(crate::backends::PartitionWorker { store: pg.clone(), interval: p.partition_interval });
+        }
     }
-    supervisor.spawn(RetentionWorker { store: store.clone(), interval: settings.retention_interval });
 
-    let (auth, bootstrap_key) = if settings.auth_enabled {
+    let (auth, bootstrap_key) = if !roles.api {
+        (None, None)
+    } else if settings.auth_enabled {
         let (auth, key) = start_auth(settings, &mut supervisor).await?;
         (Some(auth), key)
     } else {
@@ -78,37 +141,57 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningSer
         (None, None)
     };
 
-    let api_settings = ApiSettings {
-        topic,
-        stale_after_ms: settings.stale_after.as_millis() as i64,
-        default_host: Some(settings.default_host.clone()),
-        body_limit_bytes: settings.body_limit_bytes,
-        metrics_public: settings.metrics_public,
-        ..ApiSettings::default()
+    let gateway = if roles.gateway {
+        let jobs = crate::backends::open_jobs(settings).await?;
+        let (gateway, gw_workers) = Gateway::new(settings.gateway.clone(), broker.clone(), jobs, None).map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
+        for w in gw_workers {
+            supervisor.spawn(w);
+        }
+        Some(gateway)
+    } else {
+        None
     };
-    // The inference gateway: durable jobs on the broker, job records in <data_dir>/gateway.db.
-    let jobs_path = settings.data_dir.join("gateway.db");
-    let jobs = Arc::new(SqliteJobStore::open(&jobs_path).await.with_context(|| format!("opening gateway job store {}", jobs_path.display()))?);
-    let (gateway, gw_workers) = Gateway::new(settings.gateway.clone(), broker.clone(), jobs, None).map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
-    for w in gw_workers {
-        supervisor.spawn(w);
-    }
-    let mut state =
-        AppState::new(broker.clone(), store.clone(), metrics, api_settings).with_workers(supervisor.status_handle()).with_gateway(gateway);
-    if let Some(a) = &auth {
-        state = state.with_auth(a.clone());
-    }
-    let app = gpufleet_api::app(state);
-    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
-    let addr = listener.local_addr()?;
-    info!(%addr, data_dir = %settings.data_dir.display(), "gpufleet listening");
+
+    let listener = if roles.api {
+        let api_settings = ApiSettings {
+            topic,
+            stale_after_ms: settings.stale_after.as_millis() as i64,
+            default_host: Some(settings.default_host.clone()),
+            body_limit_bytes: settings.body_limit_bytes,
+            metrics_public: settings.metrics_public,
+            ..ApiSettings::default()
+        };
+        let mut state = AppState::new(broker.clone(), store.clone(), metrics, api_settings).with_workers(supervisor.status_handle());
+        if let Some(g) = &gateway {
+            state = state.with_gateway(g.clone());
+        }
+        if let Some(a) = &auth {
+            state = state.with_auth(a.clone());
+        }
+        let app = gpufleet_api::app(state);
+        let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        info!(addr = %listener.local_addr()?, %roles, "gpufleet listening");
+        Some((listener, app))
+    } else {
+        info!(%roles, "gpufleet running without a listener");
+        None
+    };
+    let addr = match &listener {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
 
     let grace = settings.shutdown_grace;
     let sd = shutdown.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let task = tokio::spawn(async move {
-        crate::serve::serve(listener, app, tls, sd, grace).await;
-        info!("listener closed; draining workers");
+        match listener {
+            Some((listener, app)) => {
+                crate::serve::serve(listener, app, tls, sd, grace).await;
+                info!("listener closed; draining workers");
+            }
+            None => sd.wait().await,
+        }
         let t = Instant::now();
         if let Some(a) = &auth {
             if let Err(e) = a.audit_log().flush().await {
@@ -130,11 +213,20 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<RunningSer
     Ok(RunningServer { addr, scheme, bootstrap_key, shutdown, task })
 }
 
-/// Opens the metadata store (SQLite under data_dir), starts the audit writer and auth upkeep,
+/// This machine's name, for consumer names (`HOSTNAME`, /etc/hostname, or `host`).
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
+}
+
+/// Opens the metadata store (SQLite under data_dir, or PostgreSQL), starts the audit writer and auth upkeep,
 /// and makes sure an admin key exists (from `GPUFLEET_ADMIN_KEY`, or generated and returned).
 async fn start_auth(settings: &Settings, supervisor: &mut Supervisor) -> Result<(Arc<AuthService>, Option<String>)> {
-    let path = settings.data_dir.join("meta.db");
-    let meta: Arc<dyn MetaStore> = Arc::new(SqliteMetaStore::open(&path).await.with_context(|| format!("opening metadata store {}", path.display()))?);
+    let meta = crate::backends::open_meta(settings).await?;
     let log_config = settings.auth.audit_log_config().map_err(|e| anyhow::anyhow!("{e}"))?;
     let (log, writer) = AuditLog::new(meta.clone(), log_config);
     supervisor.spawn(writer);

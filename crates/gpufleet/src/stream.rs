@@ -4,14 +4,23 @@
 //! that the broker holds it durably. A chunk whose request fails (server away, 5xx, 429) is retried
 //! with backoff until it is acknowledged, so a server killed and restarted mid-replay ends with
 //! every row stored exactly once (the store drops the duplicates a retry may create).
+//!
+//! With `--broker redis://…` (distributed mode) the streamer skips the API: it parses each chunk
+//! itself (same decoder, same line-numbered errors) and publishes the batch straight to Redis
+//! Streams; a chunk is done when Redis holds it, and retryable broker errors (Redis restarting)
+//! are retried with the same backoff.
 
 use crate::cli::StreamArgs;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use gpufleet_broker::{Broker, RedisBroker, RedisBrokerConfig};
+use gpufleet_core::TopicName;
 use gpufleet_runtime::{Backoff, Shutdown};
-use gpufleet_telemetry::ingest::IngestReport;
-use gpufleet_telemetry::source::{CsvFileReader, RowError};
+use gpufleet_telemetry::ingest::{self, IngestReport};
+use gpufleet_telemetry::source::{CsvFileReader, DecodeOptions, RowError};
+use gpufleet_telemetry::PipelineMetrics;
+use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -59,9 +68,19 @@ pub async fn run(args: &StreamArgs, shutdown: Shutdown) -> Result<StreamSummary>
             bail!("{}: no such file", f.display());
         }
     }
-    let api = crate::client::Client::new(&args.server)?;
-    let client = api.http().clone();
-    let url = api.url("/api/v1/telemetry");
+    let sink = match &args.broker {
+        None => {
+            let api = crate::client::Client::new(&args.server)?;
+            Sink::Http { client: api.http().clone(), url: api.url("/api/v1/telemetry") }
+        }
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let mut cfg = RedisBrokerConfig::new(url.clone());
+            cfg.key_prefix = args.key_prefix.clone();
+            let broker = RedisBroker::connect(cfg).await.context("--broker")?;
+            Sink::Broker { broker: Arc::new(broker), topic: TopicName::new(&args.topic), metrics: PipelineMetrics::default() }
+        }
+        Some(other) => bail!("--broker: {:?} is not a Redis URL (redis://host:6379 or rediss://…)", crate::config::redact(other)),
+    };
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -98,7 +117,7 @@ pub async fn run(args: &StreamArgs, shutdown: Shutdown) -> Result<StreamSummary>
                                 let due = started + Duration::from_secs_f64(dispatched_rows as f64 / args.rate as f64);
                                 tokio::time::sleep_until(due.into()).await;
                             }
-                            in_flight.push(send(&client, &url, args.host.as_deref(), job, &shutdown));
+                            in_flight.push(send(&sink, args.host.as_deref(), job, &shutdown));
                         }
                     },
                 }
@@ -161,8 +180,50 @@ fn read_chunks(file: PathBuf, batch: usize, offset_ms: i64, tx: tokio::sync::mps
     }
 }
 
-/// Posts one chunk until the server acknowledges it. Returns the report and the retries it took.
-async fn send(client: &reqwest::Client, url: &str, host: Option<&str>, job: Job, shutdown: &Shutdown) -> Result<(Job, IngestReport, u64)> {
+/// Where chunks go.
+enum Sink {
+    /// The server's ingest endpoint.
+    Http { client: reqwest::Client, url: String },
+    /// Straight into the broker (distributed mode).
+    Broker { broker: Arc<dyn Broker>, topic: TopicName, metrics: PipelineMetrics },
+}
+
+/// Delivers one chunk until it is acknowledged. Returns the report and the retries it took.
+async fn send(sink: &Sink, host: Option<&str>, job: Job, shutdown: &Shutdown) -> Result<(Job, IngestReport, u64)> {
+    match sink {
+        Sink::Http { client, url } => post(client, url, host, job, shutdown).await,
+        Sink::Broker { broker, topic, metrics } => publish(broker.as_ref(), topic, metrics, host, job, shutdown).await,
+    }
+}
+
+/// Parses a chunk here and publishes it to the broker, retrying while the broker is away.
+async fn publish(broker: &dyn Broker, topic: &TopicName, metrics: &PipelineMetrics, host: Option<&str>, job: Job, shutdown: &Shutdown) -> Result<(Job, IngestReport, u64)> {
+    let opts = DecodeOptions { default_host: host.map(str::to_owned), ingest_ms: gpufleet_core::time::now_ms() };
+    let (mut batch, rows, errors) = ingest::decode_csv(&job.body, job.first_line, opts).map_err(|e| anyhow::anyhow!("{}: {e}", job.file.display()))?;
+    ingest::shift(&mut batch, job.offset_ms);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut retries = 0u64;
+    loop {
+        match ingest::publish(broker, topic, batch.clone(), rows, errors.clone(), metrics).await {
+            Ok(report) => return Ok((job, report, retries)),
+            Err(ingest::IngestError::Broker(e)) if e.is_retryable() => {
+                retries += 1;
+                let delay = backoff.next_delay();
+                if retries == 1 || retries.is_multiple_of(10) {
+                    warn!(error = %e, retry_in = ?delay, "broker unavailable; retrying chunk");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait() => bail!("interrupted while retrying"),
+                }
+            }
+            Err(e) => bail!("{} (lines from {}): {e}", job.file.display(), job.first_line),
+        }
+    }
+}
+
+/// Posts one chunk until the server acknowledges it.
+async fn post(client: &reqwest::Client, url: &str, host: Option<&str>, job: Job, shutdown: &Shutdown) -> Result<(Job, IngestReport, u64)> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut retries = 0u64;
     loop {

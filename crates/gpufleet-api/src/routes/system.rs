@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::prom;
 use super::guarded;
-use crate::state::AppState;
+use crate::state::{now_ms, AppState};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,14 +25,16 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the broker and store answer and no collector is stopped.
+/// Ready when the broker answers, the store's own check passes (PostgreSQL: reachable and the
+/// current month's telemetry partition exists) and no worker is stopped.
 async fn ready(State(st): State<AppState>) -> Response {
     let mut problems = Vec::new();
     if let Err(e) = st.broker.stats().await {
         problems.push(format!("broker: {e}"));
     }
-    if let Err(e) = st.store.stats().await {
-        problems.push(format!("store: {e}"));
+    match st.store.health(now_ms()).await {
+        Ok(h) => problems.extend(h.problems.into_iter().map(|p| format!("store: {p}"))),
+        Err(e) => problems.push(format!("store: {e}")),
     }
     if let Some(w) = &st.workers {
         for s in w.snapshot().iter().filter(|s| !s.running) {
@@ -48,6 +50,7 @@ async fn ready(State(st): State<AppState>) -> Response {
 
 async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = st.store.stats().await?;
+    let store_health = st.store.health(now_ms()).await?;
     let broker = st.broker.stats().await?;
     let m = &st.metrics;
     let workers = st.workers.as_ref().map(|w| w.snapshot()).unwrap_or_default();
@@ -64,6 +67,7 @@ async fn stats(State(st): State<AppState>) -> Result<Json<serde_json::Value>, Ap
             "store_write_failures": m.store_write_failures.get(),
         },
         "store": store,
+        "store_problems": store_health.problems,
         "broker": broker,
         "workers": workers,
     })))

@@ -64,10 +64,30 @@ pub struct IngestBenchArgs {
     /// Rows per streamer request in the end-to-end phase.
     #[arg(long, default_value_t = 20_000)]
     pub batch: usize,
+    /// Distributed mode: measure the Redis Streams broker at this URL beside raw
+    /// `redis-benchmark` XADD (instead of the embedded phases).
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Distributed mode: measure durable ingest into PostgreSQL at this URL (a fresh schema,
+    /// dropped afterwards; uses --rows of the synthetic CSV).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// With --broker: messages per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// With --broker: payload bytes per message (the reference uses 200).
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// With --broker: pipeline depths (publish batch sizes) to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,64")]
+    pub pipeline: Vec<usize>,
 }
 
 /// Runs the benchmark and prints its figures.
 pub async fn ingest(args: &IngestBenchArgs, settings: &Settings) -> Result<()> {
+    if args.broker.is_some() || args.database.is_some() {
+        return super::distributed::run(args).await;
+    }
     if args.rows < e2e::SAMPLES_PER_SECOND {
         bail!("--rows must be at least {} (one second of the 512-GPU fleet) so both queries have data", e2e::SAMPLES_PER_SECOND);
     }

@@ -2,6 +2,8 @@
 //! same run as a ratio. Timing belongs here, never in tests.
 
 mod auth;
+mod broker_redis;
+mod distributed;
 mod gateway;
 mod ingest;
 mod proc;
