@@ -1,0 +1,208 @@
+//! [`HealthWorker`] (`fleet.health`): every `health_interval`, one health cycle over every active
+//! host, on one replica at a time.
+//!
+//! # A cycle
+//! 1. Take the lease `fleet.health` for two intervals ([`LeaseStore::try_acquire`]; a renewal when
+//!    this replica holds it). Another replica holds it → skip this cycle (counted as skipped).
+//! 2. Load the `active` hosts (not `inactive`, not `maintenance`), least recently checked first.
+//! 3. Check them concurrently, at most `health_concurrency` at once, in that order
+//!    ([`Checker::check`]: tries, timeout, classification).
+//! 4. Meanwhile a writer takes finished checks in batches of up to [`BATCH`] and records each
+//!    batch ([`FleetStore::record_checks`], one transaction), stores its state changes and sends
+//!    them to [`Fleet::subscribe`] subscribers, and the whole batch to
+//!    [`Fleet::subscribe_checks`] subscribers. It renews the lease when half of its time is gone.
+//!
+//! On shutdown no new check starts; those in flight finish and are written, then the worker
+//! returns. A failed store write fails the cycle (recorded in the worker status), not the worker:
+//! the next cycle tries again.
+
+use crate::check::{CheckOutcome, Checker};
+use crate::fleet::Fleet;
+use crate::model::{CheckResult, HostStatus, StateChange};
+use crate::store::{HostFilter, HostOrder};
+use async_trait::async_trait;
+use futures::StreamExt;
+use gpufleet_core::time::now_ms;
+use gpufleet_runtime::{Shutdown, Worker, WorkerContext, WorkerError};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Name of the worker and of its lease.
+pub const HEALTH_LEASE: &str = "fleet.health";
+/// Checks per store batch.
+pub const BATCH: usize = 1000;
+
+/// What one cycle did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CycleReport {
+    /// Hosts checked.
+    pub hosts: usize,
+    /// Of which answered with a health report.
+    pub answered: usize,
+    /// Requests sent (tries).
+    pub requests: u64,
+    /// Hosts per state after the cycle.
+    pub states: BTreeMap<String, usize>,
+    /// State changes.
+    pub changes: usize,
+    /// Store batches written.
+    pub batches: usize,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Whether a tick ran a cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tick {
+    /// This replica held the lease and ran the cycle.
+    Ran(CycleReport),
+    /// Another replica holds the lease.
+    Skipped,
+}
+
+/// The health worker; see the module docs.
+pub struct HealthWorker {
+    fleet: Arc<Fleet>,
+    checker: Arc<Checker>,
+}
+
+impl HealthWorker {
+    pub(crate) fn new(fleet: Arc<Fleet>) -> Self {
+        let checker = Arc::new(Checker::new(fleet.client().clone(), fleet.settings()));
+        Self { fleet, checker }
+    }
+
+    /// One tick: take (or renew) the lease, and when held run one cycle.
+    pub async fn tick(&self, shutdown: &Shutdown) -> Result<Tick, WorkerError> {
+        let interval = self.fleet.settings().health_interval;
+        let held = self.fleet.leases().try_acquire(HEALTH_LEASE, self.fleet.holder(), interval * 2, now_ms()).await?;
+        self.fleet.health_stats().lease(held);
+        if !held {
+            debug!("another replica holds the health lease; skipping this cycle");
+            return Ok(Tick::Skipped);
+        }
+        self.run_cycle(shutdown).await.map(Tick::Ran)
+    }
+
+    /// One cycle over every active host, without the lease (the benchmark and [`Self::tick`]).
+    pub async fn run_cycle(&self, shutdown: &Shutdown) -> Result<CycleReport, WorkerError> {
+        let started = Instant::now();
+        let result = self.cycle(shutdown, started).await;
+        let (hosts, error) = match &result {
+            Ok(r) => (r.hosts as u64, None),
+            Err(e) => (0, Some(e.to_string())),
+        };
+        self.fleet.health_stats().cycle(now_ms(), started.elapsed(), hosts, error);
+        result
+    }
+
+    async fn cycle(&self, shutdown: &Shutdown, started: Instant) -> Result<CycleReport, WorkerError> {
+        let filter = HostFilter { status: Some(HostStatus::Active), order: HostOrder::StaleFirst, ..Default::default() };
+        let hosts = self.fleet.store().list_hosts(&filter).await?;
+        let concurrency = self.fleet.settings().health_concurrency.get();
+        let (tx, rx) = mpsc::channel::<CheckOutcome>(BATCH * 2);
+        let stop = shutdown.clone();
+        let checker = self.checker.clone();
+        let checks = async move {
+            // On shutdown no new check starts; those in flight finish.
+            let outcomes = futures::stream::iter(hosts)
+                .take_until(async move { stop.wait().await })
+                .map(move |h| {
+                    let checker = checker.clone();
+                    async move { checker.check(&h).await }
+                })
+                .buffer_unordered(concurrency);
+            let mut outcomes = std::pin::pin!(outcomes);
+            while let Some(o) = outcomes.next().await {
+                if tx.send(o).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let (_, written) = tokio::join!(checks, self.write(rx, started));
+        let mut report = written?;
+        report.seconds = started.elapsed().as_secs_f64();
+        info!(hosts = report.hosts, answered = report.answered, changes = report.changes, seconds = report.seconds, "health cycle done");
+        Ok(report)
+    }
+
+    /// Drains finished checks into the store in batches.
+    async fn write(&self, mut rx: mpsc::Receiver<CheckOutcome>, started: Instant) -> Result<CycleReport, WorkerError> {
+        let mut report = CycleReport::default();
+        let mut first_error: Option<WorkerError> = None;
+        let mut buf = Vec::with_capacity(BATCH);
+        let mut renewed = started;
+        let interval = self.fleet.settings().health_interval;
+        loop {
+            buf.clear();
+            if rx.recv_many(&mut buf, BATCH).await == 0 {
+                break;
+            }
+            if renewed.elapsed() > interval {
+                let held = self.fleet.leases().try_acquire(HEALTH_LEASE, self.fleet.holder(), interval * 2, now_ms()).await;
+                if !matches!(held, Ok(true)) {
+                    warn!(?held, "the health lease could not be renewed during a long cycle");
+                }
+                renewed = Instant::now();
+            }
+            let mut results: Vec<CheckResult> = Vec::with_capacity(buf.len());
+            let mut events: Vec<StateChange> = Vec::new();
+            for o in buf.drain(..) {
+                self.fleet.health_stats().check(o.result.answered(), o.tries);
+                report.hosts += 1;
+                report.answered += usize::from(o.result.answered());
+                report.requests += u64::from(o.tries);
+                *report.states.entry(o.result.state.as_str().to_owned()).or_default() += 1;
+                events.extend(o.event);
+                results.push(o.result);
+            }
+            report.changes += events.len();
+            report.batches += 1;
+            if let Err(e) = self.fleet.record(results, events).await {
+                warn!(error = %e, "recording health checks failed");
+                first_error.get_or_insert(Box::new(e));
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for HealthWorker {
+    fn name(&self) -> String {
+        HEALTH_LEASE.to_owned()
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        Some(self.fleet.settings().health_interval)
+    }
+
+    async fn run(&mut self, ctx: WorkerContext) -> Result<(), WorkerError> {
+        let stats = self.fleet.clone();
+        let _running = stats.health_stats().running();
+        let mut ticker = tokio::time::interval(self.fleet.settings().health_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = ctx.shutdown.wait() => return Ok(()),
+            }
+            let started = Instant::now();
+            match self.tick(&ctx.shutdown).await {
+                Ok(Tick::Ran(_)) => ctx.record(true, started.elapsed(), None),
+                Ok(Tick::Skipped) => {}
+                Err(e) => {
+                    warn!(error = %e, "health cycle failed");
+                    ctx.record(false, started.elapsed(), Some(e.to_string()));
+                }
+            }
+        }
+    }
+}
