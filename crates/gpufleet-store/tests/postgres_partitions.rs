@@ -57,11 +57,22 @@ async fn writes_in_two_months_land_in_two_partitions() {
     for table in ["samples", "rollup_1m", "rollup_1h"] {
         let parts = partitions(&mut c, &s, table).await;
         for month in ["2025_07", "2025_08"] {
-            assert!(parts.contains(&format!("{table}_{month}")), "{table}: {parts:?}");
+            assert!(
+                parts.contains(&format!("{table}_{month}")),
+                "{table}: {parts:?}"
+            );
         }
     }
-    let jul = count(&mut c, &format!("SELECT count(*) FROM \"{s}\".samples_2025_07")).await;
-    let aug = count(&mut c, &format!("SELECT count(*) FROM \"{s}\".samples_2025_08")).await;
+    let jul = count(
+        &mut c,
+        &format!("SELECT count(*) FROM \"{s}\".samples_2025_07"),
+    )
+    .await;
+    let aug = count(
+        &mut c,
+        &format!("SELECT count(*) FROM \"{s}\".samples_2025_08"),
+    )
+    .await;
     assert_eq!((jul, aug), (5, 10));
     let stats = store.stats().await.expect("stats");
     assert_eq!(stats.samples, 15);
@@ -73,15 +84,18 @@ async fn writes_in_two_months_land_in_two_partitions() {
 async fn maintain_partitions_creates_months_ahead_and_is_idempotent() {
     let schemas = Schemas::default();
     let mut cfg = schemas.config("maint");
-    cfg.months_ahead = 2;
+    cfg.months_ahead = 5;
     let store = connect(cfg).await;
     let s = store.schema().to_string();
-    // 2031-12-15: the next months cross a year.
+    // 2031-12-15: the months ahead cross a year (and take two DDL transactions).
     let now = 1_953_849_600_000 + 14 * DAY;
+    let months = [
+        "2031_12", "2032_01", "2032_02", "2032_03", "2032_04", "2032_05",
+    ];
     let first = store.maintain_partitions(now).await.expect("maintain");
     let mut want: Vec<String> = ["samples", "rollup_1m", "rollup_1h"]
         .iter()
-        .flat_map(|t| ["2031_12", "2032_01", "2032_02"].map(|m| format!("{t}_{m}")))
+        .flat_map(|t| months.map(|m| format!("{t}_{m}")))
         .collect();
     want.sort();
     let mut created = first.created.clone();
@@ -90,13 +104,38 @@ async fn maintain_partitions_creates_months_ahead_and_is_idempotent() {
     assert!(first.existing.is_empty());
     let again = store.maintain_partitions(now).await.expect("maintain");
     assert!(again.created.is_empty());
-    assert_eq!(again.existing.len(), 9);
+    assert_eq!(again.existing.len(), 18);
     let mut c = raw_conn().await;
     let raw = partitions(&mut c, &s, "samples").await;
-    for m in ["2031_12", "2032_01", "2032_02"] {
+    for m in months {
         assert!(raw.contains(&format!("samples_{m}")), "{raw:?}");
     }
-    assert!(!raw.contains(&"samples_2032_03".to_string()));
+    assert!(!raw.contains(&"samples_2032_06".to_string()));
+    // A later month only adds what is new.
+    let next = store
+        .maintain_partitions(now + 31 * DAY)
+        .await
+        .expect("maintain");
+    assert_eq!(next.created.len(), 3, "{next:?}");
+    assert!(next.created.contains(&"samples_2032_06".to_string()));
+}
+
+#[tokio::test]
+async fn a_batch_scattered_over_too_many_months_is_refused_whole() {
+    let schemas = Schemas::default();
+    let store = schemas.store("scatter").await;
+    let rows: Vec<_> = (0..49)
+        .map(|i| ("h", "GPU-a", "M", T0 + i * 31 * DAY, 1.0))
+        .collect();
+    let err = store.write(&batch(&rows), T0).await.expect_err("49 months");
+    assert!(matches!(err, StoreError::InvalidQuery(_)), "{err:?}");
+    assert!(!err.is_retryable());
+    assert_eq!(store.stats().await.expect("stats").samples, 0);
+    let r = store
+        .write(&batch(&rows[..48]), T0)
+        .await
+        .expect("48 months");
+    assert_eq!(r.inserted, 48);
 }
 
 #[tokio::test]
@@ -161,14 +200,25 @@ async fn retention_drops_old_months_and_keeps_the_rest() {
     store.write(&batch(&rows), now).await.expect("write");
     let r = store.apply_retention(now).await.expect("retention");
     // Raw: February and April end before now − 30 d; 1-minute rollups: February only.
-    assert_eq!((r.raw_partitions_dropped, r.rollup_partitions_dropped), (2, 1));
+    assert_eq!(
+        (r.raw_partitions_dropped, r.rollup_partitions_dropped),
+        (2, 1)
+    );
     let mut c = raw_conn().await;
     let raw = partitions(&mut c, &s, "samples").await;
     assert!(raw.contains(&"samples_2015_06".to_string()), "{raw:?}");
-    assert!(!raw.iter().any(|p| p == "samples_2015_02" || p == "samples_2015_04"));
+    assert!(!raw
+        .iter()
+        .any(|p| p == "samples_2015_02" || p == "samples_2015_04"));
     let r1m = partitions(&mut c, &s, "rollup_1m").await;
-    assert!(r1m.contains(&"rollup_1m_2015_04".to_string()) && !r1m.contains(&"rollup_1m_2015_02".to_string()));
-    assert_eq!(partitions(&mut c, &s, "rollup_1h").await.len(), raw.len() + 2);
+    assert!(
+        r1m.contains(&"rollup_1m_2015_04".to_string())
+            && !r1m.contains(&"rollup_1m_2015_02".to_string())
+    );
+    assert_eq!(
+        partitions(&mut c, &s, "rollup_1h").await.len(),
+        raw.len() + 2
+    );
     let st = store.stats().await.expect("stats");
     assert_eq!((st.samples, st.oldest_ms), (120, Some(jun)));
     assert_eq!(store.gpus().await.expect("gpus")[0].first_seen_ms, jun);
@@ -194,7 +244,13 @@ async fn retention_drops_old_months_and_keeps_the_rest() {
         .expect("aggregate");
     assert_eq!(agg[0].count, 120);
     let again = store.apply_retention(now).await.expect("retention");
-    assert_eq!((again.raw_partitions_dropped, again.rollup_partitions_dropped), (0, 0));
+    assert_eq!(
+        (
+            again.raw_partitions_dropped,
+            again.rollup_partitions_dropped
+        ),
+        (0, 0)
+    );
 }
 
 /// Values with three decimals (not binary fractions), so an inexact sum would show.
@@ -208,9 +264,13 @@ type Ref = BTreeMap<i64, (u64, i64, f64, f64, f64)>;
 fn reference(points: &[(i64, f64)], a: i64, b: i64, step: i64) -> Ref {
     let mut out: Ref = BTreeMap::new();
     for &(t, v) in points.iter().filter(|p| p.0 >= a && p.0 < b) {
-        let e = out
-            .entry(t.div_euclid(step) * step)
-            .or_insert((0, 0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN));
+        let e = out.entry(t.div_euclid(step) * step).or_insert((
+            0,
+            0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ));
         e.0 += 1;
         e.1 += (v * 1000.0).round() as i64;
         e.2 = e.2.min(v);
@@ -232,7 +292,14 @@ fn pick(agg: Agg, (n, m, min, max, last): (u64, i64, f64, f64, f64)) -> f64 {
     }
 }
 
-const AGGS: [Agg; 6] = [Agg::Avg, Agg::Min, Agg::Max, Agg::Last, Agg::Sum, Agg::Count];
+const AGGS: [Agg; 6] = [
+    Agg::Avg,
+    Agg::Min,
+    Agg::Max,
+    Agg::Last,
+    Agg::Sum,
+    Agg::Count,
+];
 
 #[tokio::test]
 async fn rollup_answers_equal_raw_aggregates() {
@@ -274,7 +341,10 @@ async fn rollup_answers_equal_raw_aggregates() {
             .expect("raw");
         let points = &raw.series[0].points;
         assert_eq!(points.len() as i64, n);
-        assert!(points.iter().enumerate().all(|(i, p)| p.1 == value(i as i64, g as i64)));
+        assert!(points
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p.1 == value(i as i64, g as i64)));
         // Unaligned ends: partial edge buckets from raw points, whole ones from rollups.
         for (a, b, step) in [
             (T0 + 17_000, T0 + 3 * 3_600_000 - 29_000, 60_000),
@@ -287,9 +357,11 @@ async fn rollup_answers_equal_raw_aggregates() {
                 q.step_ms = Some(step);
                 q.agg = agg;
                 let got = store.query_range(&q).await.expect("buckets");
-                let want: Vec<(i64, f64)> =
-                    want.iter().map(|(t, r)| (*t, pick(agg, *r))).collect();
-                assert_eq!(got.series[0].points, want, "{uuid} {agg:?} step {step} from {a}");
+                let want: Vec<(i64, f64)> = want.iter().map(|(t, r)| (*t, pick(agg, *r))).collect();
+                assert_eq!(
+                    got.series[0].points, want,
+                    "{uuid} {agg:?} step {step} from {a}"
+                );
             }
         }
         // Aggregates over hours, minutes and raw edges at once.
@@ -311,7 +383,11 @@ async fn rollup_answers_equal_raw_aggregates() {
                 .iter()
                 .find(|r| r.key.uuid.as_str() == *uuid)
                 .expect("row");
-            assert_eq!((row.value, row.count), (pick(agg, whole), whole.0), "{uuid} {agg:?}");
+            assert_eq!(
+                (row.value, row.count),
+                (pick(agg, whole), whole.0),
+                "{uuid} {agg:?}"
+            );
         }
     }
 }
@@ -350,7 +426,9 @@ async fn duplicates_across_writes_and_concurrent_writers_count_once() {
     let cfg = schemas.config("dups");
     let one = connect(cfg.clone()).await;
     let two = connect(cfg).await;
-    let first: Vec<_> = (0..10).map(|i| ("h", "GPU-a", "M", T0 + i, i as f64)).collect();
+    let first: Vec<_> = (0..10)
+        .map(|i| ("h", "GPU-a", "M", T0 + i, i as f64))
+        .collect();
     let second: Vec<_> = (5..15).map(|i| ("h", "GPU-a", "M", T0 + i, -1.0)).collect();
     let r = one.write(&batch(&first), T0).await.expect("write");
     assert_eq!((r.inserted, r.duplicates), (10, 0));
@@ -373,9 +451,20 @@ async fn duplicates_across_writes_and_concurrent_writers_count_once() {
     // Two stores writing the same overlapping batches at once: every sample stored once,
     // counted as inserted by exactly one of them, and no deadlock.
     let rows: Vec<_> = (0..4000)
-        .map(|i| ("h", ["GPU-b", "GPU-c"][i as usize % 2], "M", T0 + i * 10, 0.5))
+        .map(|i| {
+            (
+                "h",
+                ["GPU-b", "GPU-c"][i as usize % 2],
+                "M",
+                T0 + i * 10,
+                0.5,
+            )
+        })
         .collect();
-    let (fwd, rev) = (batch(&rows), batch(&rows.iter().rev().copied().collect::<Vec<_>>()));
+    let (fwd, rev) = (
+        batch(&rows),
+        batch(&rows.iter().rev().copied().collect::<Vec<_>>()),
+    );
     let mut inserted = 0;
     for _ in 0..3 {
         let (x, y) = tokio::join!(one.write(&fwd, T0), two.write(&rev, T0));

@@ -117,7 +117,9 @@ pub(crate) async fn open(cfg: &PgStoreConfig) -> Result<PgPool, StoreError> {
 
     // Schema and migrations on one connection that is closed afterwards, so an advisory lock
     // left behind by a failed migration dies with it.
-    let mut conn = PgConnection::connect_with(&opts).await.map_err(unreachable)?;
+    let mut conn = PgConnection::connect_with(&opts)
+        .await
+        .map_err(unreachable)?;
     let create = format!("CREATE SCHEMA IF NOT EXISTS {}", ident(&cfg.schema));
     if let Err(e) = conn.execute(create.as_str()).await {
         // Two processes creating the schema at once: the loser sees a duplicate.
@@ -148,7 +150,8 @@ mod tests {
 
     #[test]
     fn redact_drops_the_password_and_parameters() {
-        let r = redact("postgres://alice:s3cret@db.example:6543/metrics?password=x&sslmode=disable");
+        let r =
+            redact("postgres://alice:s3cret@db.example:6543/metrics?password=x&sslmode=disable");
         assert_eq!(r, "postgres://alice@db.example:6543/metrics");
         assert!(!redact("postgres://a:s3cret@h/d").contains("s3cret"));
         assert_eq!(redact("not a url"), "<unparseable postgres url>");
@@ -158,7 +161,15 @@ mod tests {
     fn schema_names_are_plain_identifiers() {
         assert!(check_schema("gpufleet_metrics").is_ok());
         assert!(check_schema("_t1").is_ok());
-        for bad in ["", "1abc", "Upper", "a-b", "a\"b", "a;drop", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "Upper",
+            "a-b",
+            "a\"b",
+            "a;drop",
+            &"x".repeat(64),
+        ] {
             assert!(check_schema(bad).is_err(), "{bad}");
         }
     }

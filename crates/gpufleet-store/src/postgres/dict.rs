@@ -108,7 +108,9 @@ async fn upsert_series(
 }
 
 fn missing(what: &str, name: &str) -> StoreError {
-    StoreError::Corrupt(format!("postgres: {what} {name:?} has no id after its upsert"))
+    StoreError::Corrupt(format!(
+        "postgres: {what} {name:?} has no id after its upsert"
+    ))
 }
 
 /// Series id of every `(batch gpu, batch metric)` slot the batch's points use, indexed
@@ -215,10 +217,9 @@ pub(crate) async fn resolve(
         }
         for (slot, (g, m, sid)) in table.iter_mut().enumerate() {
             if used[slot] && *sid < 0 {
-                *sid = *dict
-                    .series
-                    .get(&(*g, *m))
-                    .ok_or_else(|| missing("series of metric", batch.metrics[slot % n_metrics].as_str()))?;
+                *sid = *dict.series.get(&(*g, *m)).ok_or_else(|| {
+                    missing("series of metric", batch.metrics[slot % n_metrics].as_str())
+                })?;
             }
         }
     }

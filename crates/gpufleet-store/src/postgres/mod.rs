@@ -162,7 +162,10 @@ impl PostgresStore {
 
     /// Drops the schema with everything in it (tests and benchmarks clean up with this).
     pub async fn drop_schema(&self) -> Result<(), StoreError> {
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", conn::ident(&self.cfg.schema));
+        let sql = format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            conn::ident(&self.cfg.schema)
+        );
         sqlx::query(&sql)
             .execute(&self.pool)
             .await

@@ -348,28 +348,33 @@ fn desc_of((host, uuid, idx, device, model, labels): DescCols) -> Result<GpuDesc
     })
 }
 
+/// [`DescCols`] and the metric name.
+type SeriesRow = (String, String, Option<i64>, String, String, String, String);
+
 /// Series with samples matching a filter, sorted by key.
 pub(crate) async fn series(
     pool: &PgPool,
     f: &SeriesFilter,
 ) -> Result<Vec<(SeriesKey, GpuDesc)>, StoreError> {
-    let rows: Vec<(String, String, Option<i64>, String, String, String, String)> =
-        sqlx::query_as(
-            "SELECT g.host, g.uuid, g.idx, g.device, g.model, g.labels, m.name FROM series s \
+    let rows: Vec<(DescCols, String)> = sqlx::query_as::<_, SeriesRow>(
+        "SELECT g.host, g.uuid, g.idx, g.device, g.model, g.labels, m.name FROM series s \
              JOIN gpus g ON g.id = s.gpu_id JOIN metrics m ON m.id = s.metric_id \
              WHERE ($1::text IS NULL OR g.host = $1) AND ($2::text IS NULL OR g.uuid = $2) \
                AND ($3::text IS NULL OR m.name = $3) \
                AND EXISTS (SELECT 1 FROM series_months l WHERE l.series_id = s.id)",
-        )
-        .bind(f.host.as_ref().map(|h| h.as_str()))
-        .bind(f.uuid.as_ref().map(|u| u.as_str()))
-        .bind(f.metric.as_ref().map(|m| m.as_str()))
-        .fetch_all(pool)
-        .await
-        .map_err(db_err)?;
+    )
+    .bind(f.host.as_ref().map(|h| h.as_str()))
+    .bind(f.uuid.as_ref().map(|u| u.as_str()))
+    .bind(f.metric.as_ref().map(|m| m.as_str()))
+    .fetch_all(pool)
+    .await
+    .map_err(db_err)?
+    .into_iter()
+    .map(|(h, u, i, d, m, l, metric)| ((h, u, i, d, m, l), metric))
+    .collect();
     let mut out = Vec::with_capacity(rows.len());
-    for (host, uuid, idx, device, model, labels, metric) in rows {
-        let desc = desc_of((host, uuid, idx, device, model, labels))?;
+    for (cols, metric) in rows {
+        let desc = desc_of(cols)?;
         let key = SeriesKey {
             host: desc.host.clone(),
             uuid: desc.uuid.clone(),
