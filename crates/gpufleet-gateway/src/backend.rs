@@ -41,6 +41,8 @@ pub struct Backend {
     pub(crate) settings: BackendSettings,
     pub(crate) breaker: Breaker,
     in_flight: AtomicU32,
+    /// Requests admitted to it since start.
+    admitted: AtomicU64,
     limit: AtomicU32,
     /// Answered 503 busy to us: unavailable until one of our requests there ends or a probe
     /// sees free slots.
@@ -65,6 +67,8 @@ pub struct BackendStatus {
     pub breaker: BreakerState,
     /// Requests from this gateway in flight.
     pub in_flight: u32,
+    /// Requests sent to it since the gateway started (attempts, retries included).
+    pub requests: u64,
     /// Configured limit.
     pub max_concurrency: u32,
     /// Current limit (configured, reduced by slots other clients use).
@@ -97,6 +101,7 @@ impl Backend {
             settings,
             breaker: Breaker::new(breaker),
             in_flight: AtomicU32::new(0),
+            admitted: AtomicU64::new(0),
             full: AtomicBool::new(false),
             loading: AtomicBool::new(false),
             ewma_ms: AtomicU64::new(0f64.to_bits()),
@@ -157,7 +162,10 @@ impl Backend {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 None
             }
-            admitted => Some(admitted),
+            admitted => {
+                self.admitted.fetch_add(1, Ordering::Relaxed);
+                Some(admitted)
+            }
         }
     }
 
@@ -223,6 +231,7 @@ impl Backend {
             models: self.settings.models.clone(),
             breaker: self.breaker.state(),
             in_flight: self.in_flight(),
+            requests: self.admitted.load(Ordering::Relaxed),
             max_concurrency: self.settings.max_concurrency,
             capacity: self.limit(),
             slots_total: c.total_slots,

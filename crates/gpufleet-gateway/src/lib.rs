@@ -21,6 +21,7 @@
 //! - [`proxy`]: forwarding with timeouts, retries before the first byte, SSE relay.
 //! - [`queue`]: priority queue with aging, backpressure by depth, event-driven dispatch.
 //! - [`balance`]: per-model pools, the power-of-two-choices policy, leases, [`GpuHints`].
+//! - [`hints`]: [`StoreGpuHints`], GPU hints read from the telemetry store by a worker.
 //! - [`backend`]: one backend's live state. [`breaker`]: its circuit breaker.
 //! - [`probe`]: the active health and capacity probe (a worker).
 //! - [`jobs`]: async jobs over the broker, the [`JobStore`] with its SQLite and PostgreSQL
@@ -34,6 +35,7 @@ pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod hints;
 pub mod jobs;
 pub mod metrics;
 pub mod probe;
@@ -48,6 +50,7 @@ pub use breaker::BreakerState;
 pub use config::{BackendConfig, BackendKind, ConfigError, GatewayConfig, GatewaySettings};
 pub use error::{ErrorKind, ErrorSource, GatewayError};
 pub use gateway::{BuildError, Gateway, GatewayWorker, ModelEntry};
+pub use hints::{HintRefresher, StoreGpuHints};
 pub use jobs::dlq::DeadJob;
 pub use jobs::{
     JobId, JobRecord, JobStatus, JobStore, JobStoreError, JobView, PostgresJobStore,

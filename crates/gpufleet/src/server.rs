@@ -143,7 +143,25 @@ pub async fn start_roles(settings: &Settings, roles: Roles, shutdown: Shutdown) 
 
     let gateway = if roles.gateway {
         let jobs = crate::backends::open_jobs(settings).await?;
-        let (gateway, gw_workers) = Gateway::new(settings.gateway.clone(), broker.clone(), jobs, None).map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
+        // GPU-aware balancing: the latest VRAM, temperature and throttle samples of the GPUs
+        // each backend names (`gpus = [...]`), refreshed from the telemetry store.
+        let mut uuids: Vec<String> = settings.gateway.backends.iter().flat_map(|b| b.gpus.iter().cloned()).collect();
+        uuids.sort();
+        uuids.dedup();
+        let hints = if uuids.is_empty() {
+            None
+        } else {
+            let hints = gpufleet_gateway::StoreGpuHints::new();
+            supervisor.spawn(gpufleet_gateway::HintRefresher {
+                hints: hints.clone(),
+                store: store.clone(),
+                uuids,
+                interval: Duration::from_secs(2),
+                stale_after: settings.stale_after,
+            });
+            Some(hints as Arc<dyn gpufleet_gateway::GpuHints>)
+        };
+        let (gateway, gw_workers) = Gateway::new(settings.gateway.clone(), broker.clone(), jobs, hints).map_err(|e| anyhow::anyhow!("starting the gateway: {e}"))?;
         for w in gw_workers {
             supervisor.spawn(w);
         }

@@ -87,3 +87,78 @@ fn completions_stream_and_survive_a_killed_backend() {
     let backends = get(&format!("{}/api/v1/gateway/backends", server.url)).unwrap();
     assert!(backends.to_string().contains("\"a\""), "{backends}");
 }
+
+/// Requests sent to each backend so far, from `/api/v1/gateway/backends`.
+fn sent(server: &str) -> std::collections::BTreeMap<String, u64> {
+    let v = get(&format!("{server}/api/v1/gateway/backends")).unwrap();
+    let list = v.as_array().cloned().or_else(|| v["backends"].as_array().cloned()).unwrap_or_default();
+    list.iter().map(|b| (b["name"].as_str().unwrap().to_owned(), b["requests"].as_u64().unwrap())).collect()
+}
+
+/// Posts JSON-lines telemetry for two GPUs, timestamped now.
+fn gpu_telemetry(server: &str, hot: &str, cool: &str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let mut body = String::new();
+    for (uuid, temp, reasons) in [(hot, 92, 0x40), (cool, 55, 0)] {
+        for (metric, value) in [("DCGM_FI_DEV_GPU_TEMP", temp), ("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", reasons), ("DCGM_FI_DEV_FB_FREE", 40_000), ("DCGM_FI_DEV_FB_USED", 40_000)] {
+            body.push_str(&format!("{{\"timestamp\":{now},\"host\":\"gpu-host\",\"gpu_uuid\":\"{uuid}\",\"metric\":\"{metric}\",\"value\":{value}}}\n"));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{server}/api/v1/telemetry"))
+            .bearer_auth(admin_key())
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "telemetry ingest answered {status}");
+}
+
+#[test]
+fn telemetry_steers_traffic_away_from_a_throttling_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let _a = mock(p1);
+    let _b = mock(p2);
+    let config = dir.path().join("gpufleet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nprobe_interval = \"100ms\"\n\n\
+             [[gateway.backends]]\nname = \"a\"\nkind = \"llamacpp\"\nurl = \"http://127.0.0.1:{p1}\"\nmodels = [\"m1\"]\nmax_concurrency = 4\ngpus = [\"GPU-hot\"]\n\n\
+             [[gateway.backends]]\nname = \"b\"\nkind = \"llamacpp\"\nurl = \"http://127.0.0.1:{p2}\"\nmodels = [\"m1\"]\nmax_concurrency = 4\ngpus = [\"GPU-cool\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = ServerProc::start_with(&dir.path().join("data"), free_port(), &["--config", config.to_str().unwrap()]);
+    let url = format!("{}/v1/chat/completions", server.url);
+    let chat = r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
+    // Without telemetry both backends get traffic.
+    for _ in 0..30 {
+        assert_eq!(post(&url, chat).0, 200);
+    }
+    let before = sent(&server.url);
+    assert!(before["a"] > 0 && before["b"] > 0, "both backends serve while nothing is known: {before:?}");
+
+    gpu_telemetry(&server.url, "GPU-hot", "GPU-cool");
+    // The hints refresh every 2 s: poll until a round of 20 requests leaves backend a alone.
+    wait_until(Duration::from_secs(30), "traffic to avoid the throttling GPU", || {
+        let a_before = sent(&server.url)["a"];
+        for _ in 0..20 {
+            assert_eq!(post(&url, chat).0, 200);
+        }
+        sent(&server.url)["a"] == a_before
+    });
+    let (a_now, b_now) = (sent(&server.url)["a"], sent(&server.url)["b"]);
+    for _ in 0..40 {
+        assert_eq!(post(&url, chat).0, 200);
+    }
+    let after = sent(&server.url);
+    assert_eq!(after["a"], a_now, "no request may reach the throttling GPU's backend while another is free");
+    assert_eq!(after["b"], b_now + 40);
+}
