@@ -48,3 +48,9 @@ impl From<sqlx::Error> for FleetError {
         FleetError::Backend(e.to_string())
     }
 }
+
+impl From<gpufleet_auth::StoreError> for FleetError {
+    fn from(e: gpufleet_auth::StoreError) -> Self {
+        FleetError::Backend(format!("lease store: {e}"))
+    }
+}

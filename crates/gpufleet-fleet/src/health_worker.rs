@@ -17,6 +17,7 @@
 //! the next cycle tries again.
 
 use crate::check::{CheckOutcome, Checker};
+use crate::error::FleetError;
 use crate::fleet::Fleet;
 use crate::model::{CheckResult, HostStatus, StateChange};
 use crate::store::{HostFilter, HostOrder};
@@ -77,7 +78,7 @@ impl HealthWorker {
     }
 
     /// One tick: take (or renew) the lease, and when held run one cycle.
-    pub async fn tick(&self, shutdown: &Shutdown) -> Result<Tick, WorkerError> {
+    pub async fn tick(&self, shutdown: &Shutdown) -> Result<Tick, FleetError> {
         let interval = self.fleet.settings().health_interval;
         let held = self.fleet.leases().try_acquire(HEALTH_LEASE, self.fleet.holder(), interval * 2, now_ms()).await?;
         self.fleet.health_stats().lease(held);
@@ -89,7 +90,7 @@ impl HealthWorker {
     }
 
     /// One cycle over every active host, without the lease (the benchmark and [`Self::tick`]).
-    pub async fn run_cycle(&self, shutdown: &Shutdown) -> Result<CycleReport, WorkerError> {
+    pub async fn run_cycle(&self, shutdown: &Shutdown) -> Result<CycleReport, FleetError> {
         let started = Instant::now();
         let result = self.cycle(shutdown, started).await;
         let (hosts, error) = match &result {
@@ -100,7 +101,7 @@ impl HealthWorker {
         result
     }
 
-    async fn cycle(&self, shutdown: &Shutdown, started: Instant) -> Result<CycleReport, WorkerError> {
+    async fn cycle(&self, shutdown: &Shutdown, started: Instant) -> Result<CycleReport, FleetError> {
         let filter = HostFilter { status: Some(HostStatus::Active), order: HostOrder::StaleFirst, ..Default::default() };
         let hosts = self.fleet.store().list_hosts(&filter).await?;
         let concurrency = self.fleet.settings().health_concurrency.get();
@@ -131,9 +132,9 @@ impl HealthWorker {
     }
 
     /// Drains finished checks into the store in batches.
-    async fn write(&self, mut rx: mpsc::Receiver<CheckOutcome>, started: Instant) -> Result<CycleReport, WorkerError> {
+    async fn write(&self, mut rx: mpsc::Receiver<CheckOutcome>, started: Instant) -> Result<CycleReport, FleetError> {
         let mut report = CycleReport::default();
-        let mut first_error: Option<WorkerError> = None;
+        let mut first_error: Option<FleetError> = None;
         let mut buf = Vec::with_capacity(BATCH);
         let mut renewed = started;
         let interval = self.fleet.settings().health_interval;
@@ -164,7 +165,7 @@ impl HealthWorker {
             report.batches += 1;
             if let Err(e) = self.fleet.record(results, events).await {
                 warn!(error = %e, "recording health checks failed");
-                first_error.get_or_insert(Box::new(e));
+                first_error.get_or_insert(e);
             }
         }
         match first_error {

@@ -3,6 +3,7 @@
 //! missing, drop whole months older than `metrics_retention`, and delete health checks and
 //! state-change events older than `history_retention`.
 
+use crate::error::FleetError;
 use crate::fleet::Fleet;
 use async_trait::async_trait;
 use gpufleet_core::time::now_ms;
@@ -43,7 +44,7 @@ impl MaintenanceWorker {
     }
 
     /// One round at `now_ms` when this replica holds (or takes) the lease; `None`: skipped.
-    pub async fn tick(&self, now_ms: i64) -> Result<Option<MaintenanceReport>, WorkerError> {
+    pub async fn tick(&self, now_ms: i64) -> Result<Option<MaintenanceReport>, FleetError> {
         let held = self.fleet.leases().try_acquire(MAINTENANCE_LEASE, self.fleet.holder(), MAINTENANCE_INTERVAL * 2, now_ms).await?;
         self.fleet.maintenance_stats().lease(held);
         if !held {
@@ -55,7 +56,7 @@ impl MaintenanceWorker {
         result.map(Some)
     }
 
-    async fn round(&self, now_ms: i64) -> Result<MaintenanceReport, WorkerError> {
+    async fn round(&self, now_ms: i64) -> Result<MaintenanceReport, FleetError> {
         let store = self.fleet.store();
         let s = self.fleet.settings();
         let report = MaintenanceReport {

@@ -11,6 +11,7 @@
 //! metrics stay as they were.
 
 use crate::check::{takes_metrics, Checker};
+use crate::error::FleetError;
 use crate::fleet::Fleet;
 use crate::health_worker::BATCH;
 use crate::model::HostStatus;
@@ -58,7 +59,7 @@ impl MetricsWorker {
     }
 
     /// One tick: take (or renew) the lease and, when held, run one round. `None`: skipped.
-    pub async fn tick(&self, shutdown: &Shutdown) -> Result<Option<MetricsReport>, WorkerError> {
+    pub async fn tick(&self, shutdown: &Shutdown) -> Result<Option<MetricsReport>, FleetError> {
         let ttl = self.fleet.settings().metrics_interval * 2;
         let held = self.fleet.leases().try_acquire(METRICS_LEASE, self.fleet.holder(), ttl, now_ms()).await?;
         self.fleet.metrics_stats().lease(held);
@@ -76,7 +77,7 @@ impl MetricsWorker {
         result.map(Some)
     }
 
-    async fn round(&self, shutdown: &Shutdown) -> Result<MetricsReport, WorkerError> {
+    async fn round(&self, shutdown: &Shutdown) -> Result<MetricsReport, FleetError> {
         let started = Instant::now();
         let mut report = MetricsReport { partitions_created: self.fleet.store().ensure_partitions(now_ms(), 1).await?, ..Default::default() };
         let filter = HostFilter { status: Some(HostStatus::Active), order: HostOrder::StaleFirst, ..Default::default() };
