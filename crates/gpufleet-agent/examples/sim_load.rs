@@ -166,7 +166,13 @@ fn serve(hosts: usize, base_port: u16, threads: usize) -> anyhow::Result<()> {
             let _ = std::io::stdin().read_to_end(&mut sink);
         })
         .await?;
-        println!("fleet: requests={} open_connections={} shed_connections={}", fleet.requests(), fleet.open_connections(), fleet.shed_connections());
+        println!(
+            "fleet: requests={} open_connections={} evicted_connections={} shed_connections={}",
+            fleet.requests(),
+            fleet.open_connections(),
+            fleet.evicted_connections(),
+            fleet.shed_connections()
+        );
         let _ = tx.send(());
         fleet.stop().await;
         anyhow::Ok(())

@@ -147,6 +147,30 @@ async fn shutdown_future_stops_the_fleet() {
     .await;
 }
 
+/// Over the connection budget, an idle connection is closed to admit the new one: a client sweeping
+/// more hosts than the budget keeps getting answers.
+#[tokio::test]
+async fn connection_budget_evicts_idle_connections() {
+    let fleet = run_sim_fleet(SimFleetConfig { hosts: 6, max_connections: Some(2), ..SimFleetConfig::default() }, std::future::pending()).await.unwrap();
+    let hosts = fleet.hosts();
+    let c = client();
+    for round in 0..3 {
+        for h in &hosts {
+            // A request can meet a pooled connection in the instant it is being evicted; a health
+            // worker retries once on a connection error, and so does this client.
+            let r = match health(&c, &h.agent_url).await {
+                Ok(r) => Ok(r),
+                Err(_) => health(&c, &h.agent_url).await,
+            };
+            assert!(r.is_ok(), "round {round} {}: {r:?}", h.name);
+        }
+    }
+    assert!(fleet.evicted_connections() >= 4, "evicted {}", fleet.evicted_connections());
+    assert_eq!(fleet.shed_connections(), 0);
+    assert!(fleet.requests() >= 18);
+    fleet.stop().await;
+}
+
 #[tokio::test]
 async fn config_errors() {
     assert!(run_sim_fleet(SimFleetConfig { hosts: 0, ..SimFleetConfig::default() }, std::future::pending()).await.is_err());

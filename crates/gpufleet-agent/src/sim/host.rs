@@ -187,7 +187,7 @@ impl SimHostState {
                 if let (Scenario::ContainerFlapping { period_ms }, "inference") = (scenario, *name) {
                     let phase = in_scenario.as_millis() / u128::from((*period_ms).max(1));
                     c.restart_count += u64::try_from(phase / 2).unwrap_or(u64::MAX);
-                    if phase % 2 == 0 {
+                    if phase.is_multiple_of(2) {
                         c.health = Some("unhealthy".into());
                         c.health_log = vec!["exit 1: curl: (7) Failed to connect to localhost port 8000".into()];
                     } else {

@@ -4,10 +4,13 @@
 //! - **Unreachable** closes the host's listener and drops its open connections, so clients get
 //!   `connection refused` (like a host that is down); **reachable** binds the same address again.
 //! - **Keep-alive**: connections stay open between requests; one idle for `idle_timeout` is closed
-//!   (what nginx's `keepalive_timeout` does). When open connections pass 90 % of the descriptor
-//!   budget, idle connections are closed after 200 ms instead, and past the budget a new connection
-//!   is accepted and dropped at once, so the process never runs out of descriptors (which would
-//!   leave clients hanging in the accept backlog).
+//!   (what nginx's `keepalive_timeout` does).
+//! - **Descriptor budget**: when a new connection arrives while the budget is spent, an idle
+//!   connection picked at random (of any host) is closed to make room — random eviction, because a
+//!   health worker sweeps hosts in a cycle and closing the longest-idle one (LRU) would close exactly
+//!   the next connection it needs, every time. Only when no connection is idle is the new one
+//!   dropped at accept. So the process never runs out of descriptors (which would leave clients
+//!   hanging in the accept backlog).
 //! - **Descriptors**: [`raise_nofile`] lifts the soft `RLIMIT_NOFILE` to the hard limit; the budget
 //!   is what is left after the listeners and a reserve.
 
@@ -15,6 +18,7 @@ use super::host::SimHostState;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,8 +31,8 @@ use tracing::{debug, warn};
 
 /// Descriptors kept free for everything else in the process.
 pub const FD_RESERVE: u64 = 256;
-/// Idle time after which a connection is closed while descriptors run short.
-pub const PRESSURE_IDLE: Duration = Duration::from_millis(200);
+/// Random picks tried to find an idle connection to evict.
+const EVICT_TRIES: usize = 8;
 
 /// Lifts the soft `RLIMIT_NOFILE` to at least `wanted` (at most the hard limit); returns the soft
 /// limit in force afterwards.
@@ -56,13 +60,18 @@ pub struct FleetStats {
     pub requests: AtomicU64,
     /// Connections open now.
     pub open_conns: AtomicUsize,
-    /// Connections accepted and dropped at once because the descriptor budget was spent.
+    /// Connections accepted and dropped at once because the descriptor budget was spent and none
+    /// was idle.
     pub shed_conns: AtomicU64,
+    /// Idle connections closed to make room for a new one.
+    pub evicted_conns: AtomicU64,
     /// Connections the fleet may hold open.
     pub conn_budget: usize,
     /// Idle time before a keep-alive connection is closed.
     pub idle_timeout: Duration,
     pub(crate) epoch: Instant,
+    conns: parking_lot::Mutex<HashMap<u64, Arc<ConnCtl>>>,
+    next_conn: AtomicU64,
 }
 
 impl FleetStats {
@@ -71,11 +80,50 @@ impl FleetStats {
             requests: AtomicU64::new(0),
             open_conns: AtomicUsize::new(0),
             shed_conns: AtomicU64::new(0),
+            evicted_conns: AtomicU64::new(0),
             conn_budget,
             idle_timeout,
             epoch: Instant::now(),
+            conns: parking_lot::Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
         }
     }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Makes room for one connection: true when one is free or an idle one was told to close.
+    fn make_room(&self) -> bool {
+        if self.open_conns.load(Ordering::Relaxed) < self.conn_budget {
+            return true;
+        }
+        let conns = self.conns.lock();
+        if conns.is_empty() {
+            return false;
+        }
+        let mut rng = rand::thread_rng();
+        for _ in 0..EVICT_TRIES {
+            let pick = rand::Rng::gen_range(&mut rng, 0..conns.len());
+            if let Some(c) = conns.values().nth(pick) {
+                if c.in_flight.load(Ordering::Relaxed) == 0 && !c.evicted.swap(true, Ordering::Relaxed) {
+                    c.evict.notify_one();
+                    self.evicted_conns.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// One open connection as the fleet sees it.
+#[derive(Debug)]
+struct ConnCtl {
+    last_ms: AtomicU64,
+    in_flight: AtomicU32,
+    evicted: std::sync::atomic::AtomicBool,
+    evict: tokio::sync::Notify,
 }
 
 /// A command to a host's listener task.
@@ -131,7 +179,7 @@ pub(crate) async fn host_loop(
             },
             acc = accepted => match acc {
                 Ok((stream, _)) => {
-                    if stats.open_conns.load(Ordering::Relaxed) >= stats.conn_budget {
+                    if !stats.make_room() {
                         stats.shed_conns.fetch_add(1, Ordering::Relaxed);
                         drop(stream);
                         continue;
@@ -165,36 +213,35 @@ async fn bind_again(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
 }
 
-struct Activity {
-    last_ms: AtomicU64,
-    in_flight: AtomicU32,
-}
-
-struct OpenConn(Arc<FleetStats>);
+struct OpenConn(Arc<FleetStats>, u64);
 
 impl Drop for OpenConn {
     fn drop(&mut self) {
         self.0.open_conns.fetch_sub(1, Ordering::Relaxed);
+        self.0.conns.lock().remove(&self.1);
     }
 }
 
 async fn serve_conn(stream: TcpStream, router: axum::Router, stats: Arc<FleetStats>) {
+    let id = stats.next_conn.fetch_add(1, Ordering::Relaxed);
+    let ctl = Arc::new(ConnCtl {
+        last_ms: AtomicU64::new(stats.now_ms()),
+        in_flight: AtomicU32::new(0),
+        evicted: std::sync::atomic::AtomicBool::new(false),
+        evict: tokio::sync::Notify::new(),
+    });
     stats.open_conns.fetch_add(1, Ordering::Relaxed);
-    let _open = OpenConn(stats.clone());
-    let now_ms = {
-        let epoch = stats.epoch;
-        move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    };
-    let act = Arc::new(Activity { last_ms: AtomicU64::new(now_ms()), in_flight: AtomicU32::new(0) });
+    stats.conns.lock().insert(id, ctl.clone());
+    let _open = OpenConn(stats.clone(), id);
     let svc = {
-        let (act, stats) = (act.clone(), stats.clone());
+        let (ctl, stats) = (ctl.clone(), stats.clone());
         hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (act, stats, router) = (act.clone(), stats.clone(), router.clone());
+            let (ctl, stats, router) = (ctl.clone(), stats.clone(), router.clone());
             async move {
-                act.in_flight.fetch_add(1, Ordering::Relaxed);
+                ctl.in_flight.fetch_add(1, Ordering::Relaxed);
                 let resp = router.oneshot(req).await;
-                act.in_flight.fetch_sub(1, Ordering::Relaxed);
-                act.last_ms.store(u64::try_from(stats.epoch.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                ctl.in_flight.fetch_sub(1, Ordering::Relaxed);
+                ctl.last_ms.store(stats.now_ms(), Ordering::Relaxed);
                 stats.requests.fetch_add(1, Ordering::Relaxed);
                 resp
             }
@@ -204,16 +251,18 @@ async fn serve_conn(stream: TcpStream, router: axum::Router, stats: Arc<FleetSta
     tokio::pin!(conn);
     let mut closing = false;
     loop {
-        let pressure = stats.open_conns.load(Ordering::Relaxed) * 10 >= stats.conn_budget * 9;
-        let idle_limit = if pressure { PRESSURE_IDLE.min(stats.idle_timeout) } else { stats.idle_timeout };
-        let idle_for = Duration::from_millis(now_ms().saturating_sub(act.last_ms.load(Ordering::Relaxed)));
-        let wait = if closing { Duration::from_secs(3600) } else { idle_limit.saturating_sub(idle_for).max(Duration::from_millis(50)).min(Duration::from_secs(1)) };
+        let idle_for = Duration::from_millis(stats.now_ms().saturating_sub(ctl.last_ms.load(Ordering::Relaxed)));
+        let wait = if closing { Duration::from_secs(3600) } else { stats.idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(50)) };
         tokio::select! {
             _ = conn.as_mut() => break,
-            _ = tokio::time::sleep(wait) => {
-                let idle_for = Duration::from_millis(now_ms().saturating_sub(act.last_ms.load(Ordering::Relaxed)));
-                if !closing && act.in_flight.load(Ordering::Relaxed) == 0 && idle_for >= idle_limit {
-                    // Closes at once when idle; otherwise after the response in progress.
+            _ = ctl.evict.notified(), if !closing => {
+                // Closes at once when idle; otherwise after the response in progress.
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep(wait), if !closing => {
+                let idle_for = Duration::from_millis(stats.now_ms().saturating_sub(ctl.last_ms.load(Ordering::Relaxed)));
+                if ctl.in_flight.load(Ordering::Relaxed) == 0 && idle_for >= stats.idle_timeout {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

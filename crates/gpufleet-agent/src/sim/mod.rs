@@ -10,8 +10,8 @@
 //!
 //! Descriptors: the fleet needs one per host plus one per open connection. [`run_sim_fleet`]
 //! raises the soft `RLIMIT_NOFILE` to the hard limit; with the hard limit at 20,000 (this
-//! project's machines), 10,000 hosts leave ~9,700 connections, and the keep-alive policy of
-//! [`listen`] closes idle connections early rather than running out.
+//! project's machines), 10,000 hosts leave ~9,700 connections, and [`listen`] closes a random idle
+//! connection to admit a new one rather than running out.
 //!
 //! # Layout
 //! - [`scenario`]: [`Scenario`] and the seeded mix [`scenario::assign`].
@@ -69,6 +69,9 @@ pub struct SimFleetConfig {
     pub token: Option<String>,
     /// Idle time before a keep-alive connection is closed. Default 30 s.
     pub idle_timeout: Duration,
+    /// Most connections open at once (all hosts); default `None`: what the open-file limit leaves
+    /// after the listeners and a reserve of 256.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for SimFleetConfig {
@@ -83,6 +86,7 @@ impl Default for SimFleetConfig {
             seed: 1,
             token: Some(DEFAULT_SIM_TOKEN.into()),
             idle_timeout: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }
@@ -160,7 +164,8 @@ pub async fn run_sim_fleet(cfg: SimFleetConfig, shutdown: impl Future<Output = (
     if hosts + listen::FD_RESERVE > nofile {
         bail!("{} hosts need at least {} open files but the limit is {nofile} (raise the hard limit: ulimit -Hn)", cfg.hosts, hosts + listen::FD_RESERVE);
     }
-    let budget = usize::try_from(nofile - hosts - listen::FD_RESERVE).unwrap_or(usize::MAX);
+    let fd_budget = usize::try_from(nofile - hosts - listen::FD_RESERVE).unwrap_or(usize::MAX);
+    let budget = cfg.max_connections.map_or(fd_budget, |m| m.clamp(1, fd_budget));
     let stats = Arc::new(FleetStats::new(budget, cfg.idle_timeout));
     let scenarios = scenario::assign(cfg.hosts, &cfg.mix, &cfg.assign, cfg.seed);
     let stop = Shutdown::new();
@@ -235,9 +240,14 @@ impl SimFleetHandle {
         self.stats.open_conns.load(Ordering::Relaxed)
     }
 
-    /// Connections dropped on accept because the descriptor budget was spent.
+    /// Connections dropped on accept because the descriptor budget was spent and none was idle.
     pub fn shed_connections(&self) -> u64 {
         self.stats.shed_conns.load(Ordering::Relaxed)
+    }
+
+    /// Idle connections closed to make room for new ones (descriptor budget).
+    pub fn evicted_connections(&self) -> u64 {
+        self.stats.evicted_conns.load(Ordering::Relaxed)
     }
 
     /// The soft open-file limit in force (after raising it).

@@ -26,8 +26,11 @@ pub async fn eventually<T, F: Future<Output = Option<T>>>(secs: u64, what: &str,
     }
 }
 
-/// The containers of the fake engine: `(id, name, status, health, exit code, restart policy, oom)`.
-pub const FAKE_CONTAINERS: [(&str, &str, &str, Option<&str>, i64, &str, bool); 4] = [
+/// `(id, name, status, health, exit code, restart policy, oom)`.
+pub type FakeContainer = (&'static str, &'static str, &'static str, Option<&'static str>, i64, &'static str, bool);
+
+/// The containers of the fake engine.
+pub const FAKE_CONTAINERS: [FakeContainer; 4] = [
     ("aaa111", "web", "running", Some("healthy"), 0, "always", false),
     ("bbb222", "flaky", "running", Some("unhealthy"), 0, "always", false),
     ("ccc333", "batch", "exited", None, 0, "no", false),
@@ -41,7 +44,7 @@ pub struct FakeDocker {
     pub requests: Mutex<Vec<String>>,
 }
 
-fn find(id: &str) -> Option<(&'static str, &'static str, &'static str, Option<&'static str>, i64, &'static str, bool)> {
+fn find(id: &str) -> Option<FakeContainer> {
     FAKE_CONTAINERS.iter().copied().find(|c| c.0 == id || c.1 == id)
 }
 
