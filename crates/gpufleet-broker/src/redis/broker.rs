@@ -3,13 +3,13 @@
 
 use super::{
     blocking::{BlockingPool, BlockingRead},
-    connect::{self, Connected},
+    connect::{self, Connected, Shared},
     error::{backend, connection_lost, for_group, redact_url},
     keys::{
         check_name, dead_letter_of, entries_of, format_id, parse_id, payload_of,
         read_reply_entries, Keys,
     },
-    scripts::{parse_found, Found, LuaScript, Scripts},
+    scripts::{parse_reclaimed, LuaScript, Scripts},
     stats, RedisBrokerConfig, MAX_FETCH,
 };
 use crate::{Broker, BrokerError, DeadLetter, Message, MessageId, TopicStats};
@@ -35,7 +35,7 @@ use tracing::{debug, info};
 /// millisecond resolution, so without it a nack sent just as the entry's timeout expires could
 /// lose the race to another consumer's fetch and the dead letter would carry an older reason.
 /// Redeliveries are not delayed by it.
-const DEAD_LETTER_GRACE: Duration = Duration::from_millis(25);
+const DEAD_LETTER_GRACE: Duration = Duration::from_millis(100);
 /// How often `ack` trims fully acked entries of a topic (per broker).
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// Consumers idle this long with nothing pending are removed from their group.
@@ -43,32 +43,27 @@ const FORGET_CONSUMER_AFTER: Duration = Duration::from_secs(600);
 /// Most `SCAN` round trips of one `purge`.
 const PURGE_MAX_ROUNDS: usize = 100_000;
 
-/// What this process keeps per (topic, group): the pending-list scan cursor, the counters Redis
-/// does not keep, and the wake-up of this process's waiting fetches when it nacks.
-#[derive(Debug)]
+/// What this process keeps per (topic, group): the counters Redis does not keep, and the wake-up
+/// of this process's waiting fetches when it nacks.
+#[derive(Debug, Default)]
 struct GroupLocal {
-    cursor: String,
     wake: Arc<Notify>,
     acked: u64,
     redeliveries: u64,
     dead_lettered: u64,
 }
 
-impl Default for GroupLocal {
-    fn default() -> Self {
-        Self {
-            cursor: "-".to_string(),
-            wake: Arc::new(Notify::new()),
-            acked: 0,
-            redeliveries: 0,
-            dead_lettered: 0,
-        }
-    }
+/// What one look for messages found.
+struct Found {
+    /// Redelivered messages first, then new ones.
+    messages: Vec<Message>,
+    /// When to look again if there were none (zero: at once).
+    next_due: Duration,
 }
 
 /// The broker backend on Redis Streams (see the module docs).
 pub struct RedisBroker {
-    manager: ConnectionManager,
+    shared: Shared,
     blocking: BlockingPool,
     keys: Keys,
     scripts: Scripts,
@@ -97,13 +92,13 @@ impl RedisBroker {
     pub async fn connect(cfg: RedisBrokerConfig) -> Result<Self, BrokerError> {
         let shown_url = redact_url(&cfg.url);
         let Connected {
-            manager,
+            shared,
             blocking,
             scripts,
         } = connect::open(&cfg, &shown_url).await?;
         info!(url = %shown_url, prefix = %cfg.key_prefix, "redis broker connected");
         Ok(Self {
-            manager,
+            shared,
             blocking,
             keys: Keys::new(&cfg.key_prefix),
             scripts,
@@ -168,10 +163,10 @@ impl RedisBroker {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        match op(self.manager.clone()).await {
+        match op(self.shared.pick()).await {
             Err(error) if connection_lost(&error) => {
                 debug!(%error, "redis connection lost; retrying once");
-                op(self.manager.clone()).await
+                op(self.shared.pick()).await
             }
             result => result,
         }
@@ -209,7 +204,8 @@ impl RedisBroker {
         f(groups.entry((topic.clone(), group.clone())).or_default())
     }
 
-    /// One run of the fetch script: reclaim and dead-letter due entries, read new ones.
+    /// One look for messages: the reclaim script (redeliveries and dead letters of due entries),
+    /// then, if that left room, a non-blocking `XREADGROUP … >` for new ones.
     async fn look(
         &self,
         topic: &TopicName,
@@ -217,35 +213,62 @@ impl RedisBroker {
         consumer: &ConsumerName,
         want: usize,
     ) -> Result<Found, BrokerError> {
-        let cursor = self.with_group(topic, group, |g| g.cursor.clone());
         let (stream, dead, reasons) = (
             self.keys.stream(topic),
             self.keys.dead(topic),
             self.keys.reasons(topic, group),
         );
-        let mut cmd = self.scripts.fetch.invocation(&[&stream, &dead, &reasons]);
+        let mut cmd = self.scripts.reclaim.invocation(&[&stream, &dead, &reasons]);
         cmd.arg(group.as_str())
             .arg(consumer.as_str())
             .arg(topic.as_str())
             .arg(self.visibility_ms())
             .arg(want)
             .arg(self.max_attempts)
-            .arg(&cursor)
-            .arg((want * 2).clamp(64, 1024))
             .arg(self.max_len.unwrap_or(0))
             .arg(DEAD_LETTER_GRACE.as_millis() as u64);
         let value: Value = self
-            .eval(&self.scripts.fetch, &cmd)
+            .eval(&self.scripts.reclaim, &cmd)
             .await
             .map_err(|e| for_group(e, topic, group))?;
-        let found = parse_found(value)?;
-        let redelivered = found.messages.iter().filter(|m| m.attempt > 1).count() as u64;
+        let reclaimed = parse_reclaimed(value)?;
+        let mut messages = reclaimed.messages;
         self.with_group(topic, group, |g| {
-            g.cursor.clone_from(&found.cursor);
-            g.redeliveries += redelivered;
-            g.dead_lettered += found.dead;
+            g.redeliveries += messages.len() as u64;
+            g.dead_lettered += reclaimed.dead;
         });
-        Ok(found)
+        if messages.len() < want {
+            let mut read = redis::cmd("XREADGROUP");
+            read.arg("GROUP")
+                .arg(group.as_str())
+                .arg(consumer.as_str())
+                .arg("COUNT")
+                .arg(want - messages.len())
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(">");
+            let read = &read;
+            let value: Value = self
+                .call(|mut conn| async move { read.query_async(&mut conn).await })
+                .await
+                .map_err(|e| for_group(e, topic, group))?;
+            for (id, fields) in read_reply_entries(value)? {
+                messages.push(Message {
+                    id,
+                    payload: payload_of(fields)?,
+                    attempt: 1,
+                });
+            }
+        }
+        Ok(Found {
+            messages,
+            // More may be due when this look dead-lettered some.
+            next_due: if reclaimed.dead > 0 {
+                Duration::ZERO
+            } else {
+                reclaimed.next_due
+            },
+        })
     }
 
     /// Trims fully acked entries and forgets idle consumers of `topic`, at most every
@@ -356,7 +379,7 @@ impl Broker for RedisBroker {
                 return Ok(Vec::new());
             }
             if found.next_due.is_zero() {
-                continue; // more of the pending list to scan
+                continue;
             }
             // Idle times were measured after `looked_at`: waking relative to it is never late.
             let wake_at = looked_at + found.next_due.min(self.visibility);
@@ -379,7 +402,7 @@ impl Broker for RedisBroker {
             };
             let value = self
                 .blocking
-                .read(read, &self.manager, wake_up)
+                .read(read, &self.shared.pick(), wake_up)
                 .await
                 .map_err(|e| for_group(e, topic, group))?;
             let entries = read_reply_entries(value)?;
@@ -507,11 +530,11 @@ impl Broker for RedisBroker {
                 .get(&(t.clone(), g.clone()))
                 .map_or((0, 0, 0), |l| (l.acked, l.redeliveries, l.dead_lettered))
         };
-        let mut conn = self.manager.clone();
+        let mut conn = self.shared.pick();
         match stats::collect(&mut conn, &self.keys, self.visibility, local).await {
             Err(BrokerError::Unavailable(_)) => {
                 // Once more: the first call after a reconnect fails on the dead connection.
-                let mut conn = self.manager.clone();
+                let mut conn = self.shared.pick();
                 stats::collect(&mut conn, &self.keys, self.visibility, local).await
             }
             result => result,

@@ -1,7 +1,7 @@
 //! Opening the connections of a [`RedisBroker`](super::RedisBroker): the client (with the TLS
 //! roots), a first direct connection that fails fast when the server is absent and checks its
-//! version, the scripts, the shared multiplexed connection with its reconnect policy, and the pool
-//! of blocking-read connections (seeded with the first connection).
+//! version, the scripts, the shared multiplexed connections with their reconnect policy, and the
+//! pool of blocking-read connections (seeded with the first connection).
 
 use super::{blocking::BlockingPool, scripts::Scripts, RedisBrokerConfig};
 use crate::BrokerError;
@@ -9,7 +9,10 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     Client, RedisResult, TlsCertificates,
 };
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 use tracing::debug;
 
 /// Reply timeout of commands on the shared connection.
@@ -19,12 +22,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// a call therefore fails within about 2 s, and callers back off on their own.
 const RECONNECT_TRIES: usize = 1;
 const RECONNECT_MAX_DELAY_MS: u64 = 1000;
+/// Shared multiplexed connections per broker.
+const SHARED_CONNECTIONS: usize = 4;
 /// Oldest Redis accepted (exclusive ranges in XPENDING, XTRIM MINID).
 const MIN_VERSION: (u32, u32) = (6, 2);
 
 /// The connections and scripts of a broker.
 pub(super) struct Connected {
-    pub(super) manager: ConnectionManager,
+    pub(super) shared: Shared,
     pub(super) blocking: BlockingPool,
     pub(super) scripts: Scripts,
 }
@@ -78,19 +83,42 @@ pub(super) async fn open(
         .set_response_timeout(COMMAND_TIMEOUT)
         .set_number_of_retries(RECONNECT_TRIES)
         .set_max_delay(RECONNECT_MAX_DELAY_MS);
-    let manager = tokio::time::timeout(
-        cfg.connect_timeout,
-        ConnectionManager::new_with_config(client, manager_cfg),
-    )
-    .await
-    .map_err(|_| unreachable(&"connect timeout"))?
-    .map_err(|e| unreachable(&e))?;
+    let mut managers = Vec::with_capacity(SHARED_CONNECTIONS);
+    for _ in 0..SHARED_CONNECTIONS {
+        let manager = tokio::time::timeout(
+            cfg.connect_timeout,
+            ConnectionManager::new_with_config(client.clone(), manager_cfg.clone()),
+        )
+        .await
+        .map_err(|_| unreachable(&"connect timeout"))?
+        .map_err(|e| unreachable(&e))?;
+        managers.push(manager);
+    }
     blocking.seed(probe).await.map_err(|e| unreachable(&e))?;
     Ok(Connected {
-        manager,
+        shared: Shared {
+            managers,
+            next: AtomicUsize::new(0),
+        },
         blocking,
         scripts,
     })
+}
+
+/// The shared connections for every non-blocking command, taken in turn. One multiplexed
+/// connection would make every caller wait for the replies queued before its own (a fetch's
+/// 1000 entries hold up a publish's ids), and one task parses all of its replies.
+pub(super) struct Shared {
+    managers: Vec<ConnectionManager>,
+    next: AtomicUsize,
+}
+
+impl Shared {
+    /// The next connection.
+    pub(super) fn pick(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.managers.len();
+        self.managers[i].clone()
+    }
 }
 
 /// Installs rustls's ring provider as the process default unless one is installed already: the

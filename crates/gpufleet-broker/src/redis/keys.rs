@@ -142,14 +142,26 @@ pub(super) fn fields_of(value: Value) -> Result<Vec<(String, Value)>, BrokerErro
 }
 
 /// A stream entry's `payload` field (the first field's value when there is no `payload`, so
-/// entries added by other tools are still delivered).
+/// entries added by other tools are still delivered). No allocation but the payload's own.
 pub(super) fn payload_of(fields: Value) -> Result<Bytes, BrokerError> {
-    let mut fields = fields_of(fields)?;
-    let at = fields.iter().position(|(f, _)| f == "payload").unwrap_or(0);
-    if at >= fields.len() {
+    let mut items = match fields {
+        Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => array_of(other)?,
+    };
+    let is_payload = |v: &Value| match v {
+        Value::BulkString(b) => b == b"payload",
+        Value::SimpleString(s) => s == "payload",
+        _ => false,
+    };
+    let at = items
+        .iter()
+        .step_by(2)
+        .position(is_payload)
+        .map_or(1, |field| field * 2 + 1);
+    if at >= items.len() {
         return Ok(Bytes::new());
     }
-    Ok(Bytes::from(bytes_of(fields.swap_remove(at).1)?))
+    Ok(Bytes::from(bytes_of(items.swap_remove(at))?))
 }
 
 /// The entries `[[id, [field, value, …]], …]` of an `XRANGE`/`XCLAIM` reply; deleted entries

@@ -18,17 +18,17 @@
 //!   has applied the entries; whether they survive a Redis crash is Redis's persistence setting
 //!   (`appendonly yes` + `appendfsync always` for the embedded backend's `PerBatch` guarantee).
 //! - `create_group`: `XGROUP CREATE key group 0 MKSTREAM`; `BUSYGROUP` means it exists already.
-//! - `fetch`: one Lua script ([`scripts`]) that (1) scans a window of the group's pending entries
-//!   list from a per-group cursor kept in process, (2) moves entries whose delivery count reached
-//!   `max_attempts` and that are idle for the visibility timeout plus 25 ms (Redis counts idle time
-//!   in whole milliseconds; the grace lets a nack racing the timeout win) to the dead-letter
-//!   stream, (3) `XCLAIM`s
-//!   the other idle ones for the caller (attempt = Redis's delivery count, which `XCLAIM`
-//!   increments) and (4) reads new entries with a non-blocking `XREADGROUP … >`. Only when that
-//!   yields nothing does the fetch block, with `XREADGROUP … BLOCK` on a dedicated connection
-//!   ([`blocking`]), for at most the rest of `wait`, the visibility timeout, or until the next
-//!   pending entry in the scanned window comes due, whichever is first, and then looks again. A
-//!   nack by this process ends its waiting fetches of that group at once (`CLIENT UNBLOCK`).
+//! - `fetch`: a Lua script ([`scripts`]) that (1) asks Redis for pending entries idle for the
+//!   visibility timeout (`XPENDING … IDLE`, filtered by Redis in C), (2) moves those whose
+//!   delivery count reached `max_attempts` and that are idle for the visibility timeout plus 100 ms
+//!   (Redis counts idle time in whole milliseconds; the grace lets a nack racing the timeout win)
+//!   to the dead-letter stream, and (3) `XCLAIM`s the others for the caller (attempt = Redis's
+//!   delivery count, which `XCLAIM` increments); then, if that left room, a plain `XREADGROUP … >`
+//!   reads new entries. Only when both yield nothing does the fetch block, with `XREADGROUP …
+//!   BLOCK` on a dedicated connection ([`blocking`]), for at most the rest of `wait`, the
+//!   visibility timeout, or until the oldest pending entry comes due, whichever is first, and then
+//!   looks again. A nack by this process ends its waiting fetches of that group at once (`CLIENT
+//!   UNBLOCK`).
 //! - `ack`: one pipeline `XACK key group ids…` + `HDEL` of their nack reasons. At most once a
 //!   second per topic it also trims entries every group has acked (`XTRIM MINID ~` below the
 //!   oldest pending or undelivered entry of all groups) and forgets consumers idle for 10 minutes
@@ -52,9 +52,10 @@
 //! `dead_lettered`: they count what this process did since it connected.
 //!
 //! # Connections and failures
-//! Non-blocking commands share one multiplexed connection (`redis::aio::ConnectionManager`), which
-//! reconnects with exponential backoff after the connection drops. A blocking read would stall
-//! every command queued behind it on that connection, so blocking reads use a pool of dedicated
+//! Non-blocking commands go over four shared multiplexed connections taken in turn (each a
+//! `redis::aio::ConnectionManager`, which reconnects with backoff after its connection drops); with
+//! one, a publish would wait behind a fetch's large reply. A blocking read would stall every
+//! command queued behind it on its connection, so blocking reads use a pool of dedicated
 //! connections, one per waiting fetch (at most [`blocking::MAX_BLOCKING`]); a pooled connection
 //! that fails is dropped and the next read opens a new one. A call whose connection turned out to
 //! be dead is retried once on a fresh connection; every other connection, timeout or server error
@@ -68,6 +69,8 @@
 //! - `max_len` trims the oldest entries even when a group has not read them yet; it is a memory
 //!   cap, not retention.
 //! - A fetch hands out at most [`MAX_FETCH`] messages whatever its `max`.
+//! - Each fetch makes Redis walk the group's whole pending entries list once (in C, tens of
+//!   nanoseconds per entry): fine for thousands of messages in flight, not for millions.
 
 mod blocking;
 mod broker;

@@ -46,48 +46,54 @@ end
 "#;
 
 /// KEYS: stream, dead stream, nack reasons. ARGV: group, consumer, topic, visibility ms, max
-/// messages, max attempts, cursor (`-` or `(id`), window, dead-stream max len (0: none), grace ms
-/// (an entry out of attempts is dead-lettered only once idle for visibility + grace).
-/// Returns `{next cursor, ms until the next scanned entry is due (0: more to scan), dead letters
-/// written, id, payload, attempt, id, payload, attempt, …}`.
-const FETCH: &str = r#"
+/// messages, max attempts, dead-stream max len (0: none), grace ms (an entry out of attempts is
+/// dead-lettered only once idle for visibility + grace).
+/// Returns `{ms until a pending entry may come due, dead letters written, id, payload, attempt,
+/// id, payload, attempt, …}` for the entries it claimed (none: new entries are read outside).
+const RECLAIM: &str = r#"
 local stream, dead, reasons = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, topic = ARGV[1], ARGV[2], ARGV[3]
 local vis, want, max_attempts = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local cursor, window, dead_maxlen = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
-local grace = tonumber(ARGV[10])
+local dead_maxlen, grace = tonumber(ARGV[7]), tonumber(ARGV[8])
 
-local pending = redis.call('XPENDING', stream, group, cursor, '+', window)
-local due, counts, dead_n, next_due, last, full = {}, {}, 0, vis, nil, false
-for _, p in ipairs(pending) do
-  if #due >= want then full = true break end
-  local id, idle, count = p[1], p[3], p[4]
-  last = id
-  if count >= max_attempts then
-    if idle >= vis + grace then
+-- Redis filters the pending entries list by idle time itself (in C), so this costs little when
+-- nothing is due. Entries out of attempts but still in their grace time take no room in `due`;
+-- a few more pages are read past them.
+local due, counts, dead_n, next_due, start = {}, {}, 0, nil, '-'
+for page = 1, 4 do
+  local idle_ones = redis.call('XPENDING', stream, group, 'IDLE', vis, start, '+', want)
+  for _, p in ipairs(idle_ones) do
+    local id, idle, count = p[1], p[3], p[4]
+    if count < max_attempts then
+      if #due < want then
+        due[#due + 1] = id
+        counts[id] = count
+      end
+    elseif idle >= vis + grace then
       local reason = redis.call('HGET', reasons, id)
       if not reason then
         reason = 'visibility timeout expired after ' .. count .. ' deliveries'
       end
       dead_letter(stream, dead, reasons, group, topic, dead_maxlen, id, count, reason)
       dead_n = dead_n + 1
-    elseif vis + grace - idle < next_due then
+    elseif next_due == nil or vis + grace - idle < next_due then
       next_due = vis + grace - idle
     end
-  elseif idle >= vis then
-    due[#due + 1] = id
-    counts[id] = count
-  elseif vis - idle < next_due then
-    next_due = vis - idle
   end
+  if #due >= want or #idle_ones < want then break end
+  start = '(' .. idle_ones[#idle_ones][1]
 end
-local next_cursor = '-'
-if (full or #pending >= window) and last then
-  next_cursor = '(' .. last
-  next_due = 0
+-- Besides those, a guess: the pending entry with the smallest id is usually the one delivered
+-- longest ago. A wrong guess only makes a waiting fetch look again later, within the visibility
+-- timeout.
+local oldest = redis.call('XPENDING', stream, group, '-', '+', 1)
+if oldest[1] and oldest[1][3] < vis then
+  local guess = vis - oldest[1][3]
+  if next_due == nil or guess < next_due then next_due = guess end
 end
+if next_due == nil then next_due = vis end
 
-local out = {next_cursor, next_due, dead_n}
+local out = {next_due, dead_n}
 for i = 1, #due, 500 do
   local claimed = redis.call('XCLAIM', stream, group, consumer, vis, unpack(due, i, math.min(i + 499, #due)))
   for _, e in ipairs(claimed) do
@@ -95,17 +101,6 @@ for i = 1, #due, 500 do
       out[#out + 1] = e[1]
       out[#out + 1] = payload_of(e[2])
       out[#out + 1] = counts[e[1]] + 1
-    end
-  end
-end
-local got = (#out - 3) / 3
-if got < want then
-  local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want - got, 'STREAMS', stream, '>')
-  if type(r) == 'table' and r[1] then
-    for _, e in ipairs(r[1][2]) do
-      out[#out + 1] = e[1]
-      out[#out + 1] = payload_of(e[2])
-      out[#out + 1] = 1
     end
   end
 end
@@ -196,7 +191,7 @@ impl LuaScript {
 
 /// The three scripts.
 pub(super) struct Scripts {
-    pub(super) fetch: LuaScript,
+    pub(super) reclaim: LuaScript,
     pub(super) nack: LuaScript,
     pub(super) trim: LuaScript,
 }
@@ -205,38 +200,33 @@ impl Scripts {
     /// Loads the scripts on the server behind `conn`.
     pub(super) async fn load(conn: &mut impl ConnectionLike) -> RedisResult<Self> {
         Ok(Self {
-            fetch: LuaScript::load(format!("{PRELUDE}{FETCH}"), conn).await?,
+            reclaim: LuaScript::load(format!("{PRELUDE}{RECLAIM}"), conn).await?,
             nack: LuaScript::load(format!("{PRELUDE}{NACK}"), conn).await?,
             trim: LuaScript::load(TRIM.to_string(), conn).await?,
         })
     }
 }
 
-/// What one run of the fetch script found.
+/// What one run of the reclaim script did.
 #[derive(Debug)]
-pub(super) struct Found {
-    /// Where the next scan of the pending entries list starts.
-    pub(super) cursor: String,
-    /// How long until the next scanned pending entry comes due; zero when the scan stopped before
-    /// the end of the list (look again at once).
+pub(super) struct Reclaimed {
+    /// How long until a pending entry may come due (a guess when none was idle enough).
     pub(super) next_due: Duration,
     /// Dead letters written.
     pub(super) dead: u64,
-    /// Redelivered messages, then new ones.
+    /// Redelivered messages.
     pub(super) messages: Vec<Message>,
 }
 
-/// Parses the fetch script's reply.
-pub(super) fn parse_found(value: Value) -> Result<Found, BrokerError> {
+/// Parses the reclaim script's reply.
+pub(super) fn parse_reclaimed(value: Value) -> Result<Reclaimed, BrokerError> {
     let Value::Array(items) = value else {
-        return Err(bad_reply("fetch script did not return an array"));
+        return Err(bad_reply("reclaim script did not return an array"));
     };
     let mut items = items.into_iter();
-    let (Some(cursor), Some(next_due), Some(dead)) = (items.next(), items.next(), items.next())
-    else {
-        return Err(bad_reply("fetch script reply too short"));
+    let (Some(next_due), Some(dead)) = (items.next(), items.next()) else {
+        return Err(bad_reply("reclaim script reply too short"));
     };
-    let cursor = String::from_utf8(bytes_of(cursor)?).map_err(|_| bad_reply("cursor"))?;
     let next_due = Duration::from_millis(u64::try_from(int_of(&next_due)?).unwrap_or(0));
     let dead = u64::try_from(int_of(&dead)?).unwrap_or(0);
     let mut messages = Vec::with_capacity(items.len() / 3);
@@ -248,8 +238,7 @@ pub(super) fn parse_found(value: Value) -> Result<Found, BrokerError> {
             attempt: u32::try_from(int_of(&attempt)?).map_err(|_| bad_reply("attempt"))?,
         });
     }
-    Ok(Found {
-        cursor,
+    Ok(Reclaimed {
         next_due,
         dead,
         messages,
@@ -261,23 +250,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_fetch_reply() {
+    fn parses_the_reclaim_reply() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let reply = Value::Array(vec![
-            bulk("(5-1"),
-            Value::Int(0),
+            Value::Int(120),
             Value::Int(2),
             bulk("5-2"),
             bulk("hello"),
             Value::Int(3),
             bulk("6-0"),
             bulk(""),
-            Value::Int(1),
+            Value::Int(2),
         ]);
-        let found = parse_found(reply).expect("valid reply");
+        let found = parse_reclaimed(reply).expect("valid reply");
         assert_eq!(
-            (found.cursor.as_str(), found.next_due, found.dead),
-            ("(5-1", Duration::ZERO, 2)
+            (found.next_due, found.dead),
+            (Duration::from_millis(120), 2)
         );
         let got: Vec<_> = found
             .messages
@@ -288,10 +276,10 @@ mod tests {
             got,
             vec![
                 (crate::MessageId((5 << 64) | 2), &b"hello"[..], 3),
-                (crate::MessageId(6 << 64), &b""[..], 1)
+                (crate::MessageId(6 << 64), &b""[..], 2)
             ]
         );
-        assert!(parse_found(Value::Array(vec![bulk("-")])).is_err());
-        assert!(parse_found(Value::Nil).is_err());
+        assert!(parse_reclaimed(Value::Array(vec![Value::Int(1)])).is_err());
+        assert!(parse_reclaimed(Value::Nil).is_err());
     }
 }
