@@ -8,6 +8,10 @@
 //! It runs the real agent (`gpufleet_agent::run`) on a single-threaded tokio runtime — what the
 //! `gpufleet agent` subcommand is expected to use — and, with `--seconds`, stops after that long
 //! and prints its own peak RSS (`VmHWM`), RSS and CPU time from `/proc/self`.
+//!
+//! Measured (release, 60 s, no GPU, no container socket, no model server): sampling every 5 s with
+//! `GET /health` every second: VmHWM 6.4 MB, 0.05 % of one core; sampling every 1 s with
+//! `GET /health` and `GET /metrics/host` every second: VmHWM 6.2 MB, 0.08 % of one core.
 
 use gpufleet_agent::AgentConfig;
 use std::time::{Duration, Instant};
