@@ -1,6 +1,7 @@
 //! System test of the inference gateway: `gpufleet up` and two `gpufleet mock-backend` processes.
 //! Completions (plain and streaming) go through the gateway with an API key; when one backend is
-//! killed, the following requests are served by the other one without errors.
+//! killed under load, no request fails (they are retried on the other one), its breaker opens, and
+//! it closes again when the backend returns. GPU telemetry steers traffic away from a hot GPU.
 
 mod common;
 
@@ -75,17 +76,32 @@ fn completions_stream_and_survive_a_killed_backend() {
     let models = get(&format!("{}/v1/models", server.url)).unwrap();
     assert_eq!(models["data"][0]["id"], "m1", "{models}");
 
-    drop(first); // SIGKILL one backend
-    let mut failures = Vec::new();
-    for _ in 0..20 {
-        let (s, body) = post(&url, chat);
-        if s != 200 {
-            failures.push((s, body));
-        }
-    }
-    assert!(failures.is_empty(), "requests failed after one backend died: {failures:?}");
-    let backends = get(&format!("{}/api/v1/gateway/backends", server.url)).unwrap();
-    assert!(backends.to_string().contains("\"a\""), "{backends}");
+    // Kill backend a under load: 4 client threads keep sending while it dies.
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || (0..25).map(|_| post(&url, chat)).filter(|(s, _)| *s != 200).collect::<Vec<_>>())
+        })
+        .collect();
+    wait_until(Duration::from_secs(20), "load reaching backend a", || sent(&server.url)["a"] >= 15);
+    drop(first); // SIGKILL
+    let failures: Vec<(u16, String)> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(failures.is_empty(), "non-streaming requests must be retried on b, none may fail: {failures:?}");
+    wait_until(Duration::from_secs(20), "a's breaker open", || breaker(&server.url, "a") == "open");
+    // a comes back on the same address: the half-open probe closes the breaker, traffic returns.
+    let _again = mock(p1);
+    wait_until(Duration::from_secs(30), "a's breaker closed", || breaker(&server.url, "a") == "closed");
+    let a_before = sent(&server.url)["a"];
+    wait_until(Duration::from_secs(30), "traffic back on a", || {
+        assert_eq!(post(&url, chat).0, 200);
+        sent(&server.url)["a"] > a_before
+    });
+}
+
+fn breaker(server: &str, name: &str) -> String {
+    let v = get(&format!("{server}/api/v1/gateway/backends")).unwrap();
+    let list = v.as_array().cloned().or_else(|| v["backends"].as_array().cloned()).unwrap_or_default();
+    list.iter().find(|b| b["name"] == name).map(|b| b["breaker"].as_str().unwrap_or("").to_owned()).unwrap_or_default()
 }
 
 /// Requests sent to each backend so far, from `/api/v1/gateway/backends`.
