@@ -91,8 +91,8 @@ pub(crate) async fn run(args: &RedisBenchArgs) -> Result<RedisBenchReport> {
         ),
         format!(
             "ours: {PUBLISHERS} tasks publishing batches of {} (one pipeline each, XADD MAXLEN ~ {}), \
-             {} tasks fetching up to {FETCH_MAX} and acking each batch with one XACK; one shared \
-             connection plus dedicated ones for waiting fetches",
+             {} tasks fetching up to {FETCH_MAX} and acking each batch with one XACK; four shared \
+             connections plus dedicated ones for waiting fetches",
             args.pipeline,
             max_len.map_or("none".to_string(), |n| n.to_string()),
             args.consumers
@@ -215,7 +215,7 @@ fn rate(n: u64, took: Duration) -> f64 {
 
 /// The figure of the last `… N requests per second` line of `redis-benchmark -q`.
 fn parse_rps(output: &str) -> Option<f64> {
-    let line = output.split(['\r', '\n']).filter(|l| l.contains("requests per second")).last()?;
+    let line = output.split(['\r', '\n']).rev().find(|l| l.contains("requests per second"))?;
     let before = &line[..line.find("requests per second")?];
     before.split_whitespace().last()?.parse().ok()
 }
