@@ -21,11 +21,13 @@
 
 pub mod alert;
 pub mod config;
+pub mod digest;
 pub mod metrics;
 pub mod notify;
 pub mod score;
 pub mod source;
 pub mod trend;
+pub mod watchdog;
 
 use std::sync::Arc;
 

@@ -127,7 +127,7 @@ pub struct ScoreInput {
     /// `MemTotal`, bytes (0 or `None`: judged on absolute thresholds).
     pub mem_total_bytes: Option<u64>,
     /// Used percent of the fullest file system, and its mount point.
-    pub disk_used_percent: Option<(f64, String)>,
+    pub disk_used_pct: Option<(f64, String)>,
     /// Names of unhealthy containers and model servers that are down.
     pub unhealthy_services: Option<Vec<String>>,
     /// When the last cleanup job finished, epoch ms (`None`: never).
@@ -160,7 +160,7 @@ impl ScoreInput {
             steal_percent: Some(m.cpu.steal),
             mem_available_bytes: Some(m.mem_available_bytes),
             mem_total_bytes: Some(m.mem_total_bytes),
-            disk_used_percent: Some(disk),
+            disk_used_pct: Some(disk),
             unhealthy_services: Some(unhealthy),
             last_cleanup_ms,
             largest_model_bytes,
@@ -174,7 +174,7 @@ pub fn score(host: &str, input: &ScoreInput, now_ms: i64) -> ScoreCard {
     let dimensions = vec![
         score_steal(input.steal_percent),
         score_memory(input.mem_available_bytes, input.mem_total_bytes),
-        score_disk(input.disk_used_percent.as_ref().map(|(p, m)| (*p, m.as_str()))),
+        score_disk(input.disk_used_pct.as_ref().map(|(p, m)| (*p, m.as_str()))),
         score_services(input.unhealthy_services.as_deref()),
         score_hygiene(input.last_cleanup_ms, now_ms),
         score_readiness(input.largest_model_bytes, input.free_vram_bytes, input.mem_available_bytes),

@@ -187,7 +187,7 @@ fn metrics() -> HostMetrics {
 fn input_from_metrics_uses_the_agent_rules() {
     let input = ScoreInput::from_metrics(Some(&metrics()), Some(NOW - 86_400_000), Some(25 * GIB));
     assert_eq!(input.steal_percent, Some(1.0));
-    assert_eq!(input.disk_used_percent, Some((60.0, "/data".to_owned())));
+    assert_eq!(input.disk_used_pct, Some((60.0, "/data".to_owned())));
     // api unhealthy + worker exited by itself + llama down; backup stopped on purpose is fine.
     assert_eq!(input.unhealthy_services.as_deref().unwrap(), ["container api", "container worker", "model server llama"]);
     assert_eq!(input.free_vram_bytes, Some(30 * GIB));
@@ -214,7 +214,7 @@ fn no_sample_scores_only_what_needs_no_sample() {
 fn weakest_prefers_the_biggest_loss_then_display_order() {
     let mut input = ScoreInput::from_metrics(Some(&metrics()), Some(NOW), None);
     input.unhealthy_services = Some(vec![]);
-    input.disk_used_percent = Some((10.0, "/".into()));
+    input.disk_used_pct = Some((10.0, "/".into()));
     let card = score("h", &input, NOW);
     assert_eq!(card.total, 100);
     assert!(card.weakest().is_none());

@@ -4,13 +4,13 @@
 //! - **Fit** ([`fit`]): times are taken relative to their mean (in days) so sums stay exact for
 //!   epoch-millisecond inputs. Fewer than [`MIN_POINTS`] finite points, or all at one instant, give
 //!   no fit. R² is `1 − SS_res / SS_tot`; a perfectly flat series (SS_tot = 0) has R² = 1.
-//! - **Projection** ([`project`]): where the fitted line crosses the threshold. `Reached` when the
-//!   line at `now` or the last measured value is already at or past it; `NotRising` when the slope
-//!   is zero or negative (the threshold is never reached on this trend); else the time from `now`.
-//!   Only rising thresholds are projected ("reaches"); a falling metric such as memory available
-//!   is projected by negating it.
-//! - [`trend`] puts both together for one metric series with the default threshold of
-//!   [`default_threshold`] unless one is given.
+//! - **Projection** ([`project`]): where the fitted line crosses the threshold, in a
+//!   [`Direction`]: rising metrics (disk used) reach it from below, falling ones (memory available)
+//!   from above. `Reached` when the line at `now` or the last measured value is already at or past
+//!   it; `NotRising` when the line does not move towards it (flat or going away: never reached on
+//!   this trend); else the time from `now`.
+//! - [`trend`] puts both together for one metric series with the target of [`default_target`]
+//!   unless a threshold is given.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -124,7 +124,18 @@ pub fn fit(points: &[(i64, f64)]) -> Option<Fit> {
     Some(Fit { n, slope_per_day: slope, intercept: y_mean, t_mean_ms: t_mean, r2, first_ms: *first_ms, last_ms: *last_ms, last_value: *last_value })
 }
 
-/// When a rising series reaches a threshold.
+/// Which way a metric goes towards its threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Reaches the threshold from below (disk used).
+    #[default]
+    Rising,
+    /// Reaches the threshold from above (memory available).
+    Falling,
+}
+
+/// When a series reaches a threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Projection {
@@ -137,7 +148,7 @@ pub enum Projection {
         /// When, epoch ms.
         at_ms: i64,
     },
-    /// Flat or falling: not reached on this trend.
+    /// Flat or moving away: not reached on this trend.
     NotRising,
 }
 
@@ -152,8 +163,18 @@ impl Projection {
     }
 }
 
-/// When the line of `f` reaches `threshold`, seen from `now_ms`.
-pub fn project(f: &Fit, threshold: f64, now_ms: i64) -> Projection {
+/// When the line of `f` reaches `threshold` going in `direction`, seen from `now_ms`.
+pub fn project(f: &Fit, threshold: f64, direction: Direction, now_ms: i64) -> Projection {
+    match direction {
+        Direction::Rising => project_rising(f, threshold, now_ms),
+        Direction::Falling => {
+            let mirrored = Fit { slope_per_day: -f.slope_per_day, intercept: -f.intercept, last_value: -f.last_value, ..*f };
+            project_rising(&mirrored, -threshold, now_ms)
+        }
+    }
+}
+
+fn project_rising(f: &Fit, threshold: f64, now_ms: i64) -> Projection {
     if f.at(now_ms) >= threshold || f.last_value >= threshold {
         return Projection::Reached;
     }
@@ -169,15 +190,25 @@ pub fn project(f: &Fit, threshold: f64, now_ms: i64) -> Projection {
     Projection::In { in_ms: at_ms.saturating_sub(now_ms).max(0), at_ms }
 }
 
-/// The threshold a metric's projection uses when none is asked for.
-pub fn default_threshold(metric: &str) -> Option<f64> {
+/// The threshold and direction a metric is projected to when no threshold is asked for.
+pub fn default_target(metric: &str) -> Option<(f64, Direction)> {
     match metric {
-        "disk_used_percent" => Some(90.0),
-        m if m.starts_with("disk_used_percent:") => Some(90.0),
-        "swap_used_percent" => Some(50.0),
-        "cpu_steal_percent" => Some(5.0),
-        "mem_used_percent" => Some(95.0),
+        "disk_used_pct" => Some((90.0, Direction::Rising)),
+        m if m.starts_with("disk_used_pct:") => Some((90.0, Direction::Rising)),
+        "cpu_steal_pct" => Some((5.0, Direction::Rising)),
+        "gpu_temp_max_c" => Some((85.0, Direction::Rising)),
+        "mem_available_pct" => Some((5.0, Direction::Falling)),
         _ => None,
+    }
+}
+
+/// The direction a metric moves towards trouble (falling for `mem_available_*`, `disk_free_*`,
+/// `cpu_idle_pct`; rising otherwise).
+pub fn default_direction(metric: &str) -> Direction {
+    if metric.starts_with("mem_available") || metric.starts_with("disk_free") || metric == "cpu_idle_pct" {
+        Direction::Falling
+    } else {
+        Direction::Rising
     }
 }
 
@@ -196,31 +227,40 @@ pub struct Trend {
     pub fit: Option<Fit>,
     /// Threshold projected to, if any.
     pub threshold: Option<f64>,
+    /// Which way the threshold is approached.
+    pub direction: Direction,
     /// The projection (`None` without fit or threshold).
     pub projection: Option<Projection>,
     /// One line for a person.
     pub summary: String,
 }
 
-/// The trend of `points` for `metric` on `host`.
+/// The trend of `points` for `metric` on `host`, projected to `threshold` (default:
+/// [`default_target`]) in the metric's [`default_direction`].
 pub fn trend(host: &str, metric: &str, range: TrendRange, points: &[(i64, f64)], threshold: Option<f64>, now_ms: i64) -> Trend {
     let f = fit(points);
-    let threshold = threshold.or_else(|| default_threshold(metric));
-    let projection = f.as_ref().zip(threshold).map(|(f, t)| project(f, t, now_ms));
+    let (threshold, direction) = match threshold {
+        Some(t) => (Some(t), default_direction(metric)),
+        None => default_target(metric).map_or((None, default_direction(metric)), |(t, d)| (Some(t), d)),
+    };
+    let projection = f.as_ref().zip(threshold).map(|(f, t)| project(f, t, direction, now_ms));
     let summary = match (&f, threshold, projection) {
         (None, _, _) => format!("not enough data: {} point(s) in {range}, at least {MIN_POINTS} needed", points.len()),
         (Some(f), None, _) => format!("{metric} changes by {:+.3} per day (R² {:.2})", f.slope_per_day, f.r2),
-        (Some(_), Some(t), Some(Projection::Reached)) => format!("{} is at or above {}", label(metric), with_unit(metric, t)),
+        (Some(_), Some(t), Some(Projection::Reached)) => {
+            let side = if direction == Direction::Rising { "above" } else { "below" };
+            format!("{} is at or {side} {}", label(metric), with_unit(metric, t))
+        }
         (Some(f), Some(t), Some(Projection::In { in_ms, .. })) => {
             format!("{} reaches {} in {} (R² {:.2})", label(metric), with_unit(metric, t), human_days(in_ms as f64 / DAY_MS), f.r2)
         }
-        (Some(f), Some(t), _) => format!("{} is not rising towards {} ({:+.3} per day)", label(metric), with_unit(metric, t), f.slope_per_day),
+        (Some(f), Some(t), _) => format!("{} is not moving towards {} ({:+.3} per day)", label(metric), with_unit(metric, t), f.slope_per_day),
     };
-    Trend { host: host.to_owned(), metric: metric.to_owned(), range, points: points.len(), fit: f, threshold, projection, summary }
+    Trend { host: host.to_owned(), metric: metric.to_owned(), range, points: points.len(), fit: f, threshold, direction, projection, summary }
 }
 
 fn with_unit(metric: &str, v: f64) -> String {
-    if metric.contains("percent") {
+    if metric.contains("_pct") {
         format!("{v} %")
     } else {
         format!("{v}")
@@ -228,7 +268,10 @@ fn with_unit(metric: &str, v: f64) -> String {
 }
 
 fn label(metric: &str) -> String {
-    match metric.strip_prefix("disk_used_percent") {
+    if metric == "mem_available_pct" {
+        return "memory available".to_owned();
+    }
+    match metric.strip_prefix("disk_used_pct") {
         Some("") => "disk".to_owned(),
         Some(mount) => format!("disk {}", mount.trim_start_matches(':')),
         None => metric.to_owned(),
@@ -279,18 +322,18 @@ mod tests {
         let pts = line(8, 50.0, 2.0, DAY);
         let now = T0 + 7 * DAY;
         let f = fit(&pts).unwrap();
-        match project(&f, 90.0, now) {
+        match project(&f, 90.0, Direction::Rising, now) {
             Projection::In { in_ms, at_ms } => {
                 assert!((in_ms - 13 * DAY).abs() <= 1, "{in_ms}");
                 assert!((at_ms - (T0 + 20 * DAY)).abs() <= 1);
             }
             other => panic!("{other:?}"),
         }
-        let t = trend("h1", "disk_used_percent", TrendRange::Days7, &pts, None, now);
+        let t = trend("h1", "disk_used_pct", TrendRange::Days7, &pts, None, now);
         assert_eq!(t.threshold, Some(90.0));
         assert_eq!(t.summary, "disk reaches 90 % in 13 days (R² 1.00)");
         assert!((t.projection.unwrap().days().unwrap() - 13.0).abs() < 1e-6);
-        let t = trend("h1", "disk_used_percent:/data", TrendRange::Days7, &pts, Some(66.0), now);
+        let t = trend("h1", "disk_used_pct:/data", TrendRange::Days7, &pts, Some(66.0), now);
         assert_eq!(t.summary, "disk /data reaches 66 % in 1 day (R² 1.00)");
     }
 
@@ -300,25 +343,46 @@ mod tests {
         let f = fit(&flat).unwrap();
         assert_eq!(f.slope_per_day, 0.0);
         assert_eq!(f.r2, 1.0);
-        assert_eq!(project(&f, 90.0, T0 + 9 * DAY), Projection::NotRising);
+        assert_eq!(project(&f, 90.0, Direction::Rising, T0 + 9 * DAY), Projection::NotRising);
         let falling = line(10, 80.0, -1.5, DAY);
         let f = fit(&falling).unwrap();
         assert!((f.slope_per_day + 1.5).abs() < 1e-9);
-        assert_eq!(project(&f, 90.0, T0 + 9 * DAY), Projection::NotRising);
+        assert_eq!(project(&f, 90.0, Direction::Rising, T0 + 9 * DAY), Projection::NotRising);
         assert_eq!(Projection::NotRising.days(), None);
-        let t = trend("h", "disk_used_percent", TrendRange::Days30, &falling, None, T0 + 9 * DAY);
-        assert!(t.summary.contains("not rising"), "{}", t.summary);
+        let t = trend("h", "disk_used_pct", TrendRange::Days30, &falling, None, T0 + 9 * DAY);
+        assert!(t.summary.contains("not moving towards"), "{}", t.summary);
+    }
+
+    #[test]
+    fn falling_metrics_are_projected_down_to_their_threshold() {
+        // Memory available 45 % falling 4 %/day: 5 % in 10 days from the start, 3 days after day 7.
+        let pts = line(8, 45.0, -4.0, DAY);
+        let now = T0 + 7 * DAY;
+        let t = trend("h", "mem_available_pct", TrendRange::Days7, &pts, None, now);
+        assert_eq!((t.threshold, t.direction), (Some(5.0), Direction::Falling));
+        assert!((t.projection.unwrap().days().unwrap() - 3.0).abs() < 1e-6, "{t:?}");
+        assert_eq!(t.summary, "memory available reaches 5 % in 3 days (R² 1.00)");
+        // Rising memory is never "reached" going down.
+        let up = line(8, 45.0, 1.0, DAY);
+        assert_eq!(trend("h", "mem_available_pct", TrendRange::Days7, &up, None, now).projection, Some(Projection::NotRising));
+        // Already below.
+        let low = line(8, 4.0, -0.1, DAY);
+        let t = trend("h", "mem_available_pct", TrendRange::Days7, &low, None, now);
+        assert_eq!(t.projection, Some(Projection::Reached));
+        assert_eq!(t.summary, "memory available is at or below 5 %");
+        assert_eq!(default_direction("disk_free_bytes:/data"), Direction::Falling);
+        assert_eq!(default_direction("gpu_temp_max_c"), Direction::Rising);
     }
 
     #[test]
     fn reached_when_the_line_or_the_last_value_is_past_the_threshold() {
         let pts = line(5, 88.0, 1.0, DAY); // 92 at the last point
         let f = fit(&pts).unwrap();
-        assert_eq!(project(&f, 90.0, T0 + 4 * DAY), Projection::Reached);
+        assert_eq!(project(&f, 90.0, Direction::Rising, T0 + 4 * DAY), Projection::Reached);
         assert_eq!(Projection::Reached.days(), Some(0.0));
         // Falling but the last value is still above.
         let pts = vec![(T0, 99.0), (T0 + DAY, 98.0), (T0 + 2 * DAY, 97.0)];
-        assert_eq!(project(&fit(&pts).unwrap(), 90.0, T0 + 2 * DAY), Projection::Reached);
+        assert_eq!(project(&fit(&pts).unwrap(), 90.0, Direction::Rising, T0 + 2 * DAY), Projection::Reached);
     }
 
     #[test]
@@ -328,7 +392,7 @@ mod tests {
         assert!(fit(&[(T0, 1.0), (T0, 2.0), (T0, 3.0)]).is_none());
         // NaN points do not count.
         assert!(fit(&[(T0, 1.0), (T0 + 1, f64::NAN), (T0 + 2, 2.0)]).is_none());
-        let t = trend("h", "disk_used_percent", TrendRange::Days7, &[(T0, 1.0)], None, T0);
+        let t = trend("h", "disk_used_pct", TrendRange::Days7, &[(T0, 1.0)], None, T0);
         assert!(t.fit.is_none() && t.projection.is_none());
         assert_eq!(t.summary, "not enough data: 1 point(s) in 7d, at least 3 needed");
     }

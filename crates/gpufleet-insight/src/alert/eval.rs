@@ -159,7 +159,7 @@ fn host_builtin(b: Builtin, h: &HostObservation) -> Option<Verdict> {
                 _ => Verdict::Clear,
             },
         },
-        Builtin::CpuSteal => match h.metrics.get(crate::metrics::CPU_STEAL_PERCENT) {
+        Builtin::CpuSteal => match h.metrics.get(crate::metrics::CPU_STEAL_PCT) {
             None => Verdict::Unknown,
             Some(s) if *s > STEAL_CRIT_PERCENT => firing(Severity::Crit, Some(*s), format!("CPU steal is {s:.1} % on {} (> {STEAL_CRIT_PERCENT} %)", h.name)),
             Some(s) if *s > STEAL_WARN_PERCENT => firing(Severity::Warn, Some(*s), format!("CPU steal is {s:.1} % on {} (> {STEAL_WARN_PERCENT} %)", h.name)),

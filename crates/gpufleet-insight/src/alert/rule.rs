@@ -125,7 +125,7 @@ impl Selector {
 /// ```toml
 /// [[alerts.rules]]
 /// name = "data-disk-full"
-/// metric = "disk_used_percent:/data"   # or: state = "unreachable"
+/// metric = "disk_used_pct:/data"   # or: state = "unreachable"
 /// op = ">"                              # default ">" for a metric, "==" for a state
 /// threshold = 90
 /// for = "10m"                           # default "0s": fire on the first evaluation

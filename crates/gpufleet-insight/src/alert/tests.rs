@@ -32,7 +32,7 @@ fn rule(toml_src: &str) -> Rule {
 }
 
 fn disk_rule() -> Rule {
-    rule("name = \"disk\"\nmetric = \"disk_used_percent\"\nop = \">\"\nthreshold = 90\nfor = \"5m\"\nseverity = \"CRIT\"")
+    rule("name = \"disk\"\nmetric = \"disk_used_pct\"\nop = \">\"\nthreshold = 90\nfor = \"5m\"\nseverity = \"CRIT\"")
 }
 
 fn engine(rules: Vec<Rule>, builtins: Vec<Builtin>) -> AlertEngine {
@@ -46,7 +46,7 @@ fn kinds(e: &Evaluation) -> Vec<NoticeKind> {
 #[test]
 fn pending_for_then_firing_then_resolved() {
     let mut e = engine(vec![disk_rule()], vec![]);
-    let full = obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_percent", 95.0)])]);
+    let full = obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_pct", 95.0)])]);
     let r = e.evaluate(T, &full);
     assert!(r.notices.is_empty());
     let a = e.active().next().unwrap().clone();
@@ -59,12 +59,12 @@ fn pending_for_then_firing_then_resolved() {
     assert_eq!(kinds(&r), [NoticeKind::Firing]);
     let a = &r.notices[0].alert;
     assert_eq!((a.status, a.fired_ms, a.value, a.notifications), (AlertStatus::Firing, Some(T + 5 * MIN), Some(95.0), 1));
-    assert_eq!(a.message, "disk_used_percent is 95 on h1-name (> 90)");
+    assert_eq!(a.message, "disk_used_pct is 95 on h1-name (> 90)");
     // Steady: nothing sent, nothing persisted.
     let r = e.evaluate(T + 6 * MIN, &full);
     assert!(r.notices.is_empty() && r.changes.is_empty(), "{r:?}");
     // Clears: resolved, sent, kept in history.
-    let ok = obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_percent", 50.0)])]);
+    let ok = obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_pct", 50.0)])]);
     let r = e.evaluate(T + 7 * MIN, &ok);
     assert_eq!(kinds(&r), [NoticeKind::Resolved]);
     assert_eq!(r.notices[0].alert.resolved_ms, Some(T + 7 * MIN));
@@ -78,8 +78,8 @@ fn pending_for_then_firing_then_resolved() {
 #[test]
 fn pending_that_clears_is_dropped_silently() {
     let mut e = engine(vec![disk_rule()], vec![]);
-    e.evaluate(T, &obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_percent", 95.0)])]));
-    let r = e.evaluate(T + MIN, &obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_percent", 10.0)])]));
+    e.evaluate(T, &obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_pct", 95.0)])]));
+    let r = e.evaluate(T + MIN, &obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_pct", 10.0)])]));
     assert!(r.notices.is_empty());
     assert_eq!(r.changes, vec![Change::Remove(format!("disk/h1/{T}"))]);
     assert_eq!(e.history().count(), 0);
@@ -87,8 +87,8 @@ fn pending_that_clears_is_dropped_silently() {
 
 #[test]
 fn one_alert_per_rule_and_subject() {
-    let mut e = engine(vec![rule("name = \"steal\"\nmetric = \"cpu_steal_percent\"\nthreshold = 1\nseverity = \"WARN\"")], vec![]);
-    let o = obs(vec![host("h1", HostHealth::Healthy, &[("cpu_steal_percent", 3.0)]), host("h2", HostHealth::Healthy, &[("cpu_steal_percent", 4.0)])]);
+    let mut e = engine(vec![rule("name = \"steal\"\nmetric = \"cpu_steal_pct\"\nthreshold = 1\nseverity = \"WARN\"")], vec![]);
+    let o = obs(vec![host("h1", HostHealth::Healthy, &[("cpu_steal_pct", 3.0)]), host("h2", HostHealth::Healthy, &[("cpu_steal_pct", 4.0)])]);
     // for = 0: fires on the first evaluation.
     assert_eq!(kinds(&e.evaluate(T, &o)), [NoticeKind::Firing, NoticeKind::Firing]);
     assert!(e.evaluate(T + MIN, &o).notices.is_empty());
@@ -99,8 +99,8 @@ fn one_alert_per_rule_and_subject() {
 
 #[test]
 fn repeat_interval_resends_a_firing_alert() {
-    let mut e = engine(vec![rule("name = \"steal\"\nmetric = \"cpu_steal_percent\"\nthreshold = 1\nseverity = \"WARN\"")], vec![]);
-    let o = obs(vec![host("h1", HostHealth::Healthy, &[("cpu_steal_percent", 3.0)])]);
+    let mut e = engine(vec![rule("name = \"steal\"\nmetric = \"cpu_steal_pct\"\nthreshold = 1\nseverity = \"WARN\"")], vec![]);
+    let o = obs(vec![host("h1", HostHealth::Healthy, &[("cpu_steal_pct", 3.0)])]);
     e.evaluate(T, &o);
     assert!(e.evaluate(T + 4 * HOUR - 1, &o).notices.is_empty());
     let r = e.evaluate(T + 4 * HOUR, &o);
@@ -113,7 +113,7 @@ fn repeat_interval_resends_a_firing_alert() {
 #[test]
 fn builtin_steal_escalates_and_falls_back() {
     let mut e = engine(vec![], vec![Builtin::CpuSteal]);
-    let at = |s: f64| obs(vec![host("h1", HostHealth::Healthy, &[("cpu_steal_percent", s)])]);
+    let at = |s: f64| obs(vec![host("h1", HostHealth::Healthy, &[("cpu_steal_pct", s)])]);
     assert!(e.evaluate(T, &at(7.0)).notices.is_empty()); // pending for 5 min
     let r = e.evaluate(T + 5 * MIN, &at(7.0));
     assert_eq!(kinds(&r), [NoticeKind::Firing]);
@@ -128,7 +128,7 @@ fn builtin_steal_escalates_and_falls_back() {
 #[test]
 fn unknown_data_keeps_the_alert_and_a_gone_subject_resolves_it() {
     let mut e = engine(vec![disk_rule()], vec![Builtin::HostUnreachable]);
-    let full = obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_percent", 95.0)])]);
+    let full = obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_pct", 95.0)])]);
     e.evaluate(T, &full);
     e.evaluate(T + 5 * MIN, &full);
     // Unreachable: no metrics. The disk alert stays; the unreachable alert fires at once.
@@ -139,7 +139,7 @@ fn unknown_data_keeps_the_alert_and_a_gone_subject_resolves_it() {
     assert_eq!(r.notices[0].alert.message, "h1-name is unreachable: its agent did not answer");
     assert_eq!(e.active().filter(|a| a.status == AlertStatus::Firing).count(), 2);
     // Back with a fine disk: both resolve.
-    let r = e.evaluate(T + 7 * MIN, &obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_percent", 10.0)])]));
+    let r = e.evaluate(T + 7 * MIN, &obs(vec![host("h1", HostHealth::Healthy, &[("disk_used_pct", 10.0)])]));
     assert_eq!(kinds(&r), [NoticeKind::Resolved, NoticeKind::Resolved]);
     // Removed from the registry: its alerts resolve.
     e.evaluate(T + 8 * MIN, &full);
@@ -208,11 +208,11 @@ fn maintenance_suppresses() {
 #[test]
 fn builtins_fire_on_their_conditions() {
     let mut e = engine(vec![], Builtin::ALL.to_vec());
-    let mut crit = host("h1", HostHealth::Critical, &[("cpu_steal_percent", 0.5)]);
+    let mut crit = host("h1", HostHealth::Critical, &[("cpu_steal_pct", 0.5)]);
     crit.critical_reasons = vec!["disk:/data 97 % used".into()];
-    let mut filling = host("h2", HostHealth::Healthy, &[("cpu_steal_percent", 0.5)]);
+    let mut filling = host("h2", HostHealth::Healthy, &[("cpu_steal_pct", 0.5)]);
     filling.disk_outlook = Some(DiskOutlook { mount: "/data".into(), days_to_90: Some(3.2) });
-    let mut flapping = host("h3", HostHealth::Degraded, &[("cpu_steal_percent", 0.5)]);
+    let mut flapping = host("h3", HostHealth::Degraded, &[("cpu_steal_pct", 0.5)]);
     flapping.unhealthy_containers = Some(vec!["inference".into()]);
     let o = Observations {
         hosts: vec![crit, filling, flapping],

@@ -84,9 +84,10 @@ impl NotifyError {
     }
 }
 
-/// One place notifications go. Implementations make exactly one attempt per call.
+/// One place notifications go. Implementations make exactly one attempt per call; their `Debug`
+/// must not show secrets.
 #[async_trait]
-pub trait Notifier: Send + Sync + 'static {
+pub trait Notifier: std::fmt::Debug + Send + Sync + 'static {
     /// The configured name (in logs and reports).
     fn name(&self) -> &str;
     /// `webhook`, `slack` or `telegram`.

@@ -60,6 +60,7 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    #[derive(Debug)]
     struct Flaky {
         calls: AtomicU32,
         fail_first: u32,
