@@ -84,6 +84,14 @@ pub enum Command {
         #[arg(long)]
         exit_after_replay: bool,
     },
+    /// The per-host agent: /health, host metrics from /proc, GPUs (NVML), containers, model
+    /// servers; pushes GPU samples to the server.
+    Agent(crate::agent_cmd::AgentArgs),
+    /// Simulations for tests, benchmarks and demos.
+    Sim {
+        #[command(subcommand)]
+        command: SimCommand,
+    },
     /// A llama.cpp-compatible model server simulator (slots, latency, tokens/s, failure injection).
     MockBackend(crate::mock::MockArgs),
     /// Replay DCGM / wide / nvidia-smi CSV files (plain or gzip) into a server.
@@ -382,4 +390,11 @@ pub struct ExportArgs {
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `gpufleet sim …`.
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Many simulated agents on loopback ports with scripted failures.
+    Fleet(crate::agent_cmd::SimFleetArgs),
 }

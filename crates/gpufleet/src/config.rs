@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub auth: gpufleet_auth::AuthConfig,
     /// The inference gateway: backends, aliases, timeouts, breaker, queue, jobs (see `docs/gateway.md`).
     pub gateway: gpufleet_gateway::GatewayConfig,
+    /// The per-host agent (`gpufleet agent`, see `docs/fleet.md`).
+    pub agent: gpufleet_agent::AgentConfig,
 }
 
 /// `[server]`

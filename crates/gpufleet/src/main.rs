@@ -6,6 +6,7 @@
 // its siblings, which is what we want to read.
 #![allow(unreachable_pub)]
 
+mod agent_cmd;
 mod backends;
 mod bench;
 mod cli;
@@ -20,7 +21,7 @@ mod tls;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cli::{AuditCommand, BenchCommand, CertsCommand, Cli, Command, ConfigCommand, KeysCommand, ServeArgs};
+use cli::{SimCommand, AuditCommand, BenchCommand, CertsCommand, Cli, Command, ConfigCommand, KeysCommand, ServeArgs};
 use gpufleet_runtime::shutdown::os_signal;
 use gpufleet_runtime::Shutdown;
 use std::process::ExitCode;
@@ -113,7 +114,7 @@ async fn run(cli: Cli) -> Result<()> {
         None => "invalid configuration".to_owned(),
     })?;
     // Client commands log warnings only, unless a level was set (flag, env or file).
-    let is_role = matches!(cli.command, Command::Up(_) | Command::Server { .. } | Command::Demo { .. } | Command::Bench { .. });
+    let is_role = matches!(cli.command, Command::Up(_) | Command::Server { .. } | Command::Agent(_) | Command::Sim { .. } | Command::Demo { .. } | Command::Bench { .. });
     let level_set = settings.log_level != config::LogSection::default().level;
     let level = if is_role || level_set { settings.log_level.clone() } else { "warn".to_owned() };
     init_logging(settings.log_json, &level)?;
@@ -133,6 +134,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Server { roles, .. } => run_server(&settings, server::Roles::parse(roles)?, shutdown).await,
         Command::Demo { exit_after_replay, serve } => demo::run(settings, serve.data_dir.is_some(), *exit_after_replay, shutdown).await,
         Command::MockBackend(args) => mock::run(args, shutdown).await,
+        Command::Agent(args) => agent_cmd::agent(loaded.config.agent.clone(), args, shutdown).await,
+        Command::Sim { command: SimCommand::Fleet(args) } => agent_cmd::sim_fleet(args, shutdown).await,
         Command::Stream(args) => {
             let summary = stream::run(args, shutdown).await?;
             if args.json {
