@@ -1,15 +1,22 @@
 //! Durable ingest rate of the PostgreSQL store: 1,000,000 synthetic DCGM-like samples (250 GPUs
-//! × 10 metrics × 400 timestamps one second apart) in batches of 20,000 (8 timestamps of the
-//! whole fleet, like a collector's batch), written by 1, 2 and 4 concurrent writers, each run
-//! into a fresh schema. A write returns after COMMIT, so samples/s is the durable rate. A last
-//! phase writes the first 200,000 samples again (all duplicates, as after a redelivery).
+//! × 10 metrics × 400 timestamps one second apart) in batches of about 20,000, each phase into a
+//! fresh schema. A write returns after COMMIT, so samples/s is the durable rate. Phases:
+//! - `1`, `2`, `4`: that many concurrent writers share fleet-wide batches (8 timestamps of all
+//!   250 GPUs each), so concurrent transactions update the same rollup and `series_months` rows
+//!   (the worst case: they queue on those row locks).
+//! - `2d`, `4d`: each writer owns a disjoint slice of the GPUs (as when collectors' batches come
+//!   from different hosts), batches of ~20,000 of its GPUs' samples.
+//!
+//! After the last phase: read-path timings and a rewrite of 200,000 samples (all duplicates, as
+//! after a redelivery).
 //!
 //! `cargo bench -p gpufleet-store --bench postgres_ingest`
 //! Server: `GPUFLEET_BENCH_POSTGRES_URL`, else `GPUFLEET_TEST_POSTGRES_URL`, else
-//! `postgres://postgres@127.0.0.1:5432/test`. `GPUFLEET_BENCH_WRITERS=1,2` picks the phases.
+//! `postgres://postgres@127.0.0.1:5432/test`. `GPUFLEET_BENCH_PHASES=1,2d` picks the phases
+//! (default `1,2,2d,4d`); `GPUFLEET_BENCH_KEEP=1` keeps the schemas.
 
 use gpufleet_core::{BatchBuilder, GpuDesc, MetricName, SampleBatch};
-use gpufleet_store::{MetricStore, PgStoreConfig, PostgresStore};
+use gpufleet_store::{Agg, AggregateQuery, MetricStore, PgStoreConfig, PostgresStore, RangeQuery};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -31,7 +38,8 @@ const METRICS: [&str; 10] = [
     "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
 ];
 const STEPS: usize = 400;
-const STEPS_PER_BATCH: usize = 8;
+/// Samples per batch, as a collector writes them.
+const BATCH: usize = 20_000;
 
 fn url() -> String {
     std::env::var("GPUFLEET_BENCH_POSTGRES_URL")
@@ -52,34 +60,56 @@ fn value(g: usize, m: usize, t: usize) -> f64 {
     }
 }
 
-/// The data set as batches, with the wall-clock second of its first timestamp.
-fn batches(start_ms: i64) -> Vec<SampleBatch> {
-    let gpus: Vec<GpuDesc> = (0..GPUS)
-        .map(|g| GpuDesc {
-            host: format!("node-{:03}", g / 8).into(),
-            uuid: format!("GPU-{g:08x}-bench").into(),
-            index: Some((g % 8) as u32),
-            device: format!("nvidia{}", g % 8),
-            model: "NVIDIA H100 80GB HBM3".into(),
-            labels: vec![("cluster".into(), "bench".into())],
-        })
-        .collect();
+fn gpu(g: usize) -> GpuDesc {
+    GpuDesc {
+        host: format!("node-{:03}", g / 8).into(),
+        uuid: format!("GPU-{g:08x}-bench").into(),
+        index: Some((g % 8) as u32),
+        device: format!("nvidia{}", g % 8),
+        model: "NVIDIA H100 80GB HBM3".into(),
+        labels: vec![("cluster".into(), "bench".into())],
+    }
+}
+
+/// Every sample of the GPUs `gpus` as batches of about [`BATCH`] (whole timestamps).
+fn batches(start_ms: i64, gpus: &[usize]) -> Vec<SampleBatch> {
+    let descs: Vec<GpuDesc> = gpus.iter().map(|g| gpu(*g)).collect();
     let metrics: Vec<MetricName> = METRICS.iter().map(|m| MetricName::new(*m)).collect();
-    (0..STEPS / STEPS_PER_BATCH)
-        .map(|b| {
+    let per_batch = (BATCH / (gpus.len() * METRICS.len())).max(1);
+    (0..STEPS)
+        .step_by(per_batch)
+        .map(|first| {
             let mut bb = BatchBuilder::new();
-            let gi: Vec<u32> = gpus.iter().map(|g| bb.gpu(g)).collect();
+            let gi: Vec<u32> = descs.iter().map(|g| bb.gpu(g)).collect();
             let mi: Vec<u32> = metrics.iter().map(|m| bb.metric(m)).collect();
-            for t in b * STEPS_PER_BATCH..(b + 1) * STEPS_PER_BATCH {
+            for t in first..(first + per_batch).min(STEPS) {
                 let ts = start_ms + t as i64 * 1000;
-                for (g, gid) in gi.iter().enumerate() {
+                for (g, gid) in gpus.iter().zip(&gi) {
                     for (m, mid) in mi.iter().enumerate() {
-                        bb.push(*gid, *mid, ts, value(g, m, t));
+                        bb.push(*gid, *mid, ts, value(*g, m, t));
                     }
                 }
             }
             bb.finish()
         })
+        .collect()
+}
+
+/// The batches of each writer of a phase (`"2"`: shared fleet-wide batches taken in turn,
+/// `"2d"`: disjoint GPU slices).
+fn plan(start_ms: i64, writers: usize, disjoint: bool) -> Vec<Vec<SampleBatch>> {
+    let all: Vec<usize> = (0..GPUS).collect();
+    if disjoint {
+        return (0..writers)
+            .map(|w| {
+                let mine: Vec<usize> = all.iter().copied().filter(|g| g % writers == w).collect();
+                batches(start_ms, &mine)
+            })
+            .collect();
+    }
+    let fleet = batches(start_ms, &all);
+    (0..writers)
+        .map(|w| fleet.iter().skip(w).step_by(writers).cloned().collect())
         .collect()
 }
 
@@ -100,21 +130,20 @@ async fn store(tag: &str, writers: usize) -> Result<PostgresStore, BoxError> {
         .map_err(|e| format!("{e}\n(start PostgreSQL, or set GPUFLEET_BENCH_POSTGRES_URL)").into())
 }
 
-/// Writes every batch with `writers` tasks taking batches in turn; returns wall time and
-/// per-batch latencies.
+/// Runs one task per writer over its batches; returns wall time, per-batch latencies and
+/// the inserted and duplicate counts.
 async fn ingest(
     store: &Arc<PostgresStore>,
-    data: &Arc<Vec<SampleBatch>>,
-    writers: usize,
+    plan: Vec<Vec<SampleBatch>>,
 ) -> Result<(Duration, Vec<Duration>, u64, u64), BoxError> {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..writers {
-        let (store, data) = (store.clone(), data.clone());
+    for mine in plan {
+        let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let (mut ins, mut dup) = (0, 0);
-            for b in data.iter().skip(w).step_by(writers) {
+            for b in &mine {
                 let t = Instant::now();
                 let r = store.write(b, gpufleet_core::time::now_ms()).await?;
                 lat.push(t.elapsed());
@@ -136,44 +165,105 @@ async fn ingest(
     Ok((t0.elapsed(), lat, ins, dup))
 }
 
+/// Median wall time of 5 runs of `f`, in ms.
+async fn median_ms<F, Fut, T>(mut f: F) -> Result<f64, BoxError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, gpufleet_store::StoreError>>,
+{
+    let mut v = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        f().await?;
+        v.push(t.elapsed());
+    }
+    v.sort();
+    Ok(v[2].as_secs_f64() * 1e3)
+}
+
+/// Read paths over the data just written.
+async fn reads(s: &PostgresStore, start: i64) -> Result<(), BoxError> {
+    let end = start + STEPS as i64 * 1000;
+    let uuid: gpufleet_core::GpuUuid = format!("GPU-{:08x}-bench", 17).into();
+    let raw = RangeQuery {
+        uuid: uuid.clone(),
+        host: None,
+        metrics: vec![],
+        start_ms: start,
+        end_ms: end,
+        step_ms: None,
+        agg: Agg::Avg,
+        limit: 100_000,
+        cursor: None,
+    };
+    let stepped = RangeQuery {
+        step_ms: Some(60_000),
+        ..raw.clone()
+    };
+    let agg = AggregateQuery {
+        metric: METRICS[0].into(),
+        host: None,
+        start_ms: start,
+        end_ms: end,
+        agg: Agg::Avg,
+    };
+    println!(
+        "reads (median of 5): gpus() {:.1} ms, gpu(uuid) {:.1} ms, stats() {:.1} ms, \
+         one GPU raw {} points {:.1} ms, one GPU 60 s buckets {:.1} ms, \
+         fleet avg of {} over {} s {:.1} ms",
+        median_ms(|| s.gpus()).await?,
+        median_ms(|| s.gpu(&uuid)).await?,
+        median_ms(|| s.stats()).await?,
+        METRICS.len() * STEPS,
+        median_ms(|| s.query_range(&raw)).await?,
+        median_ms(|| s.query_range(&stepped)).await?,
+        METRICS[0],
+        STEPS,
+        median_ms(|| s.aggregate(&agg)).await?,
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
-    let phases: Vec<usize> = std::env::var("GPUFLEET_BENCH_WRITERS")
-        .unwrap_or_else(|_| "1,2,4".into())
+    let phases: Vec<(usize, bool)> = std::env::var("GPUFLEET_BENCH_PHASES")
+        .unwrap_or_else(|_| "1,2,2d,4d".into())
         .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .filter(|n| *n > 0)
+        .filter_map(|p| {
+            let p = p.trim();
+            let (n, disjoint) = p.strip_suffix('d').map_or((p, false), |n| (n, true));
+            n.parse().ok().filter(|n| *n > 0).map(|n| (n, disjoint))
+        })
         .collect();
     // Start an hour ago, on a whole minute: all in one month except at a month's first hour.
     let start = (gpufleet_core::time::now_ms() - 3_600_000) / 60_000 * 60_000;
-    let data = Arc::new(batches(start));
-    let total: usize = data.iter().map(|b| b.len()).sum();
     println!(
-        "postgres_ingest: {total} samples ({GPUS} GPUs x {} metrics x {STEPS} s), {} batches of {}",
+        "postgres_ingest: {} samples ({GPUS} GPUs x {} metrics x {STEPS} s), batches of ~{BATCH}",
+        GPUS * METRICS.len() * STEPS,
         METRICS.len(),
-        data.len(),
-        data[0].len()
     );
-    for &writers in &phases {
-        let tag = format!("w{writers}");
-        let s = Arc::new(store(&tag, writers).await?);
-        let (wall, lat, ins, dup) = ingest(&s, &data, writers).await?;
+    for (i, &(writers, disjoint)) in phases.iter().enumerate() {
+        let plan = plan(start, writers, disjoint);
+        let name = format!("{writers}{}", if disjoint { "d" } else { "" });
+        let s = Arc::new(store(&name, writers).await?);
+        let (wall, lat, ins, dup) = ingest(&s, plan).await?;
         let st = s.stats().await?;
         println!(
-            "writers={writers}: {:>9.0} samples/s durable ({ins} inserted, {dup} duplicates) in {:.2} s; \
-             batch latency p50 {:.1} ms p99 {:.1} ms max {:.1} ms; {:.1} bytes/sample on disk",
+            "writers={name:<3} {:>7.0} samples/s durable ({ins} inserted, {dup} duplicates, {:.2} s); \
+             batch p50 {:.0} ms p99 {:.0} ms; {:.0} bytes/sample on disk",
             ins as f64 / wall.as_secs_f64(),
             wall.as_secs_f64(),
             pct(&lat, 0.5).as_secs_f64() * 1e3,
             pct(&lat, 0.99).as_secs_f64() * 1e3,
-            pct(&lat, 1.0).as_secs_f64() * 1e3,
             st.bytes_on_disk as f64 / st.samples.max(1) as f64,
         );
-        if writers == phases[phases.len() - 1] {
-            let again = Arc::new(data[..10].to_vec());
-            let (wall, _, ins, dup) = ingest(&s, &again, 1).await?;
+        if i + 1 == phases.len() {
+            reads(&s, start).await?;
+            let fleet = batches(start, &(0..GPUS).collect::<Vec<_>>());
+            let again = vec![fleet[..10].to_vec()];
+            let (wall, _, ins, dup) = ingest(&s, again).await?;
             println!(
-                "rewrite (all duplicates): {:>9.0} samples/s ({ins} inserted, {dup} duplicates)",
+                "rewrite (all duplicates): {:>7.0} samples/s ({ins} inserted, {dup} duplicates)",
                 (ins + dup) as f64 / wall.as_secs_f64()
             );
         }

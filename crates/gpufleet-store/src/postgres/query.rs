@@ -5,7 +5,8 @@
 //! statement per series (range) or per query (aggregate). Sums are `numeric` sums of the values'
 //! shortest decimal forms (`value::text::numeric`), exact and independent of the order in
 //! which raw points and rollup rows are merged, and rounded once to `float8`: decimal values
-//! give the same sums and averages as the embedded store's exact decimal sums.
+//! give the same sums and averages as the embedded store's exact decimal sums. The last value
+//! is `(max(ARRAY[ts::float8, value]))[2]` (timestamps are exact in a float8).
 //! - Bucketed range queries whose step is a multiple of 1 h (1 min) read whole buckets from the
 //!   1-hour (1-minute) rollups and the partial buckets at the edges from raw points.
 //! - Aggregates read hour-aligned stretches from `rollup_1h`, minute-aligned edges from
@@ -42,7 +43,7 @@ fn value_of(agg: Agg, (count, sum, min, max, last): AccRow) -> f64 {
 
 /// The columns an aggregation returns after its group key.
 const ACC_COLS: &str =
-    "sum(n)::int8, sum(s)::float8, min(mn), max(mx), (array_agg(lv ORDER BY lt DESC))[1]";
+    "sum(n)::int8, sum(s)::float8, min(mn), max(mx), (max(ARRAY[lt::float8, lv]))[2]";
 
 /// Bucketed points of one series: raw points in `[$2, $3)` and `[$4, $6)`, rollup rows of
 /// `table` in `[$3, $4)`, grouped into buckets of `$5` ms (floor division), at most `$7`.
@@ -254,7 +255,7 @@ async fn rollup_floor(pool: &PgPool, schema: &str) -> Result<Option<i64>, StoreE
 }
 
 const AGGREGATE_SQL: &str = "\
-SELECT series_id, sum(n)::int8, sum(s)::float8, min(mn), max(mx), (array_agg(lv ORDER BY lt DESC))[1]
+SELECT series_id, sum(n)::int8, sum(s)::float8, min(mn), max(mx), (max(ARRAY[lt::float8, lv]))[2]
 FROM (
     SELECT series_id, 1::int8 AS n, value::text::numeric AS s, value AS mn, value AS mx,
            ts AS lt, value AS lv
@@ -410,7 +411,7 @@ pub(crate) async fn gpus(
         "SELECT g.id, g.host, g.uuid, g.idx, g.device, g.model, g.labels, m.name, \
                 a.first_ts, a.last_ts, a.last_value, a.last_ingest_ms \
          FROM (SELECT series_id, min(first_ts) AS first_ts, max(last_ts) AS last_ts, \
-                      (array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value, \
+                      (max(ARRAY[last_ts::float8, last_value]))[2] AS last_value, \
                       max(last_ingest_ms) AS last_ingest_ms \
                FROM series_months \
                WHERE $1::text IS NULL OR series_id IN \

@@ -29,11 +29,13 @@ const COPY_SQL: &str =
 ///   again with [`SAFE_INSERT`].
 /// - [`SAFE_INSERT`]: `ON CONFLICT DO NOTHING`.
 ///
-/// Both insert in key order (the first value of a key in the batch wins; concurrent writers
-/// lock keys in the same order). Then the inserted rows (`RETURNING`) are folded into the
+/// Both insert in key order (concurrent writers lock keys in the same order); the batch holds
+/// each key once (the first value of a key in the batch wins, see `write`). Then the inserted rows (`RETURNING`) are folded into the
 /// 1-minute rollup, the 1-minute rows into the 1-hour rollup and the hourly rows into
 /// `series_months`. `$1`/`$2`: start and index of every month the batch touches (ascending),
 /// `$3`: ingest time. Buckets use floor division (`b - ((b % r) + r) % r`), right before 1970.
+/// "Last value" is `(max(ARRAY[ts::float8, value]))[2]`: exact (|ts| < 2^53) and much cheaper
+/// than an ordered `array_agg` (a sort per group).
 macro_rules! write_sql {
     ($ins:literal) => {
         concat!(
@@ -42,7 +44,7 @@ macro_rules! write_sql {
 , m AS (
     SELECT series_id, ts - ((ts % 60000) + 60000) % 60000 AS bucket, count(*) AS n,
            sum(value::text::numeric) AS s, min(value) AS mn, max(value) AS mx,
-           min(ts) AS ft, max(ts) AS lt, (array_agg(value ORDER BY ts DESC))[1] AS lv
+           min(ts) AS ft, max(ts) AS lt, (max(ARRAY[ts::float8, value]))[2] AS lv
     FROM ins GROUP BY 1, 2
 ), w1m AS (
     INSERT INTO rollup_1m AS r (series_id, bucket, count, sum, min, max, last_ts, last)
@@ -55,7 +57,7 @@ macro_rules! write_sql {
 ), h AS (
     SELECT series_id, bucket - ((bucket % 3600000) + 3600000) % 3600000 AS bucket,
            sum(n)::int8 AS n, sum(s) AS s, min(mn) AS mn, max(mx) AS mx, min(ft) AS ft,
-           max(lt) AS lt, (array_agg(lv ORDER BY lt DESC))[1] AS lv
+           max(lt) AS lt, (max(ARRAY[lt::float8, lv]))[2] AS lv
     FROM m GROUP BY 1, 2
 ), w1h AS (
     INSERT INTO rollup_1h AS r (series_id, bucket, count, sum, min, max, last_ts, last)
@@ -68,7 +70,7 @@ macro_rules! write_sql {
 ), mo AS (
     SELECT series_id, ($2::int4[])[width_bucket(bucket, $1::int8[])] AS month,
            sum(n)::int8 AS n, min(ft) AS ft, max(lt) AS lt,
-           (array_agg(lv ORDER BY lt DESC))[1] AS lv
+           (max(ARRAY[lt::float8, lv]))[2] AS lv
     FROM h GROUP BY 1, 2
 ), wl AS (
     INSERT INTO series_months AS l
@@ -94,8 +96,7 @@ WITH known AS (
     WHERE series_id IN (SELECT series_id FROM gpufleet_staging) GROUP BY series_id
 ), ins AS (
     INSERT INTO samples (series_id, ts, value)
-    SELECT DISTINCT ON (st.series_id, st.ts) st.series_id, st.ts, st.value
-    FROM gpufleet_staging st LEFT JOIN known k ON k.series_id = st.series_id
+    SELECT st.series_id, st.ts, st.value FROM gpufleet_staging st LEFT JOIN known k ON k.series_id = st.series_id
     WHERE k.last_ts IS NULL OR st.ts > k.last_ts
        OR NOT EXISTS (SELECT 1 FROM samples p WHERE p.series_id = st.series_id AND p.ts = st.ts)
     ORDER BY st.series_id, st.ts, st.seq
@@ -186,8 +187,10 @@ pub(crate) async fn write(
             (sid, p.ts_ms, i as i32, p.value)
         })
         .collect();
-    // Already in the order the insert wants: the server's sort then finds it sorted.
+    // Already in the order the insert wants: the server's sort then finds it sorted. A key
+    // repeated within the batch keeps its first value (lowest seq); the rest are duplicates.
     rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+    rows.dedup_by_key(|r| (r.0, r.1));
     let months: BTreeSet<i32> = months_of(rows.iter().map(|r| r.1));
     if months.len() > MAX_MONTHS_PER_WRITE {
         return Err(invalid(format!(
