@@ -89,7 +89,9 @@ pub(super) fn parse_id(id: &[u8]) -> Result<MessageId, BrokerError> {
 
 /// A [`MessageId`] as the `ms-seq` Redis knows.
 pub(super) fn format_id(id: MessageId) -> String {
-    format!("{}-{}", id.0 >> 64, id.0 as u64)
+    // Two u64s: formatting the u128 halves directly is several times slower.
+    let (ms, seq) = ((id.0 >> 64) as u64, id.0 as u64);
+    format!("{ms}-{seq}")
 }
 
 /// The bytes of a bulk-string (or simple-string) reply.
