@@ -10,6 +10,7 @@ use crate::jobs::worker::{JobWorker, Sweeper};
 use crate::jobs::JobStore;
 use crate::metrics::GatewayMetrics;
 use crate::probe::ProbeWorker;
+use crate::upstream::Upstream;
 use async_trait::async_trait;
 use gpufleet_broker::Broker;
 use gpufleet_runtime::{Worker, WorkerContext, WorkerError};
@@ -31,7 +32,10 @@ pub enum BuildError {
 pub struct Gateway {
     pub(crate) settings: GatewaySettings,
     pub(crate) bal: Arc<Balancer>,
+    /// The probe's client.
     pub(crate) client: reqwest::Client,
+    /// The proxy's client (the request path).
+    pub(crate) upstream: Upstream,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) jobs: Arc<dyn JobStore>,
 }
@@ -86,6 +90,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| BuildError::Client(e.to_string()))?;
+        let upstream = Upstream::new(&settings).map_err(|e| BuildError::Client(e.to_string()))?;
         let bal = Arc::new(Balancer::new(
             backends,
             GatewayMetrics::default(),
@@ -97,6 +102,7 @@ impl Gateway {
             settings,
             bal,
             client,
+            upstream,
             broker,
             jobs,
         });

@@ -19,6 +19,8 @@
 //! - [`router`]: the routes and [`GATEWAY_ROUTES`].
 //! - [`request`]: limits, routing fields, model/alias/caller checks, answer building.
 //! - [`proxy`]: forwarding with timeouts, retries before the first byte, SSE relay.
+//! - `upstream`: the proxy's HTTP client (hyper, pooled, plain and TLS; per-backend URIs and
+//!   headers prepared at start).
 //! - [`queue`]: priority queue with aging, backpressure by depth, event-driven dispatch.
 //! - [`balance`]: per-model pools, the power-of-two-choices policy, leases, [`GpuHints`].
 //! - [`hints`]: [`StoreGpuHints`], GPU hints read from the telemetry store by a worker.
@@ -43,6 +45,7 @@ pub mod proxy;
 pub mod queue;
 pub mod request;
 pub mod router;
+mod upstream;
 
 pub use backend::BackendStatus;
 pub use balance::{GpuHint, GpuHints};

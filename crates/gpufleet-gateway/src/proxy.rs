@@ -18,13 +18,17 @@
 use crate::balance::{Lease, Pool};
 use crate::error::{ErrorKind, GatewayError};
 use crate::queue::{Priority, WaitSpec};
+use crate::upstream::UpstreamBody;
 use crate::Gateway;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::stream::Stream;
+use http_body_util::{BodyExt, Collected};
+use hyper::body::Body as _;
 use serde::{Deserialize, Serialize};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -142,21 +146,39 @@ pub(crate) async fn forward(
     }
 }
 
-fn request_error(e: reqwest::Error, backend: &str) -> GatewayError {
-    let e = e.without_url();
+/// A failure of the upstream client, without URLs (they may carry credentials; hyper's errors
+/// hold none).
+fn request_error(e: &hyper_util::client::legacy::Error, backend: &str) -> GatewayError {
     if e.is_connect() {
         GatewayError::upstream(
             ErrorKind::Connect,
-            format!("backend {backend} unreachable: {e}"),
+            format!("backend {backend} unreachable: {}", chain(e)),
         )
-    } else if e.is_timeout() {
-        GatewayError::upstream(ErrorKind::Timeout, format!("backend {backend} timed out"))
     } else {
         GatewayError::upstream(
             ErrorKind::UpstreamBody,
-            format!("backend {backend} failed: {e}"),
+            format!("backend {backend} failed: {}", chain(e)),
         )
     }
+}
+
+fn body_error(e: &hyper::Error, backend: &str) -> GatewayError {
+    GatewayError::upstream(
+        ErrorKind::UpstreamBody,
+        format!("backend {backend} failed: {}", chain(e)),
+    )
+}
+
+/// An error and its sources, `: `-separated (hyper's own message is only the outermost layer).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
 }
 
 fn timed_out(backend: &str) -> GatewayError {
@@ -170,17 +192,16 @@ fn timed_out(backend: &str) -> GatewayError {
 async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, GatewayError> {
     let backend = lease.backend.clone();
     let name = backend.name();
-    let mut req = gw
-        .client
-        .post(format!("{}{}", backend.settings.url, out.endpoint.path()))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(out.body.clone());
-    if let Some(key) = &backend.settings.api_key {
-        req = req.bearer_auth(&key.0);
-    }
-    if out.stream {
-        req = req.header(header::ACCEPT, "text/event-stream");
-    }
+    let Some(req) = gw
+        .upstream
+        .post(backend.idx, out.endpoint, out.body.clone(), out.stream)
+    else {
+        lease.neutral();
+        return Err(GatewayError::internal(
+            ErrorKind::Internal,
+            format!("backend {name} has no upstream target"),
+        ));
+    };
     let started = Instant::now();
     let deadline = started + gw.settings.first_byte_timeout;
     let fail = |lease: Lease, e: GatewayError| {
@@ -194,18 +215,19 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         }
         Err(e)
     };
-    let resp = match timeout_at(deadline, req.send()).await {
+    let resp = match timeout_at(deadline, req).await {
         Err(_) => return fail(lease, timed_out(name)),
-        Ok(Err(e)) => return fail(lease, request_error(e, name)),
+        Ok(Err(e)) => return fail(lease, request_error(&e, name)),
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        let body = timeout_at(deadline, resp.bytes())
+        let body = timeout_at(deadline, resp.into_body().collect())
             .await
             .ok()
             .and_then(Result::ok)
+            .map(Collected::to_bytes)
             .unwrap_or_default();
         if memchr::memmem::find(&body, b"Loading model").is_some() {
             backend.mark_loading();
@@ -230,10 +252,10 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         );
     }
     if !out.stream || !status.is_success() {
-        let body = match timeout_at(deadline, resp.bytes()).await {
+        let body = match timeout_at(deadline, resp.into_body().collect()).await {
             Err(_) => return fail(lease, timed_out(name)),
-            Ok(Err(e)) => return fail(lease, request_error(e, name)),
-            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return fail(lease, body_error(&e, name)),
+            Ok(Ok(b)) => b.to_bytes(),
         };
         let took = started.elapsed();
         if status.is_success() {
@@ -254,11 +276,11 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
             body,
         });
     }
-    let mut inner = resp.bytes_stream().boxed();
-    let first = match timeout_at(deadline, inner.next()).await {
+    let mut inner = resp.into_body();
+    let first = match timeout_at(deadline, poll_fn(|cx| next_data(&mut inner, cx))).await {
         Err(_) => return fail(lease, timed_out(name)),
         Ok(Some(Ok(chunk))) => chunk,
-        Ok(Some(Err(e))) => return fail(lease, request_error(e, name)),
+        Ok(Some(Err(e))) => return fail(lease, body_error(&e, name)),
         Ok(None) => {
             return fail(
                 lease,
@@ -293,6 +315,24 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
     Ok(Answer::Stream(response))
 }
 
+/// The next non-empty data frame of a backend's body (trailers are skipped).
+fn next_data(
+    body: &mut UpstreamBody,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, hyper::Error>>> {
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                _ => continue,
+            },
+        }
+    }
+}
+
 /// `usage.completion_tokens` if the bytes hold it (the last one wins).
 pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"completion_tokens\"";
@@ -309,7 +349,7 @@ pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
 /// (client gone): the lease is released without a verdict and the upstream request is dropped.
 struct Relay {
     first: Option<Bytes>,
-    inner: BoxStream<'static, reqwest::Result<Bytes>>,
+    inner: UpstreamBody,
     lease: Option<Lease>,
     started: Instant,
     tokens: Option<u64>,
@@ -323,7 +363,7 @@ impl Stream for Relay {
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        match this.inner.poll_next_unpin(cx) {
+        match next_data(&mut this.inner, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(n) = completion_tokens(&chunk) {
@@ -336,7 +376,7 @@ impl Stream for Relay {
                     lease.metrics().failed.inc();
                     lease.fail();
                 }
-                Poll::Ready(Some(Err(std::io::Error::other(e.without_url()))))
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
             }
             Poll::Ready(None) => {
                 if let Some(lease) = this.lease.take() {
