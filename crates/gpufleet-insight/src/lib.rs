@@ -22,12 +22,15 @@
 pub mod alert;
 pub mod config;
 pub mod digest;
+pub mod insight;
 pub mod metrics;
 pub mod notify;
 pub mod score;
 pub mod source;
 pub mod trend;
 pub mod watchdog;
+
+pub use insight::{Insight, InsightError, TrendQuery};
 
 use std::sync::Arc;
 

@@ -15,6 +15,14 @@ use thiserror::Error;
 /// A read that failed.
 #[derive(Debug, Error)]
 pub enum SourceError {
+    /// The caller asked for something that cannot exist (an unknown metric name).
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The parameter.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The backing store failed.
     #[error("{what}: {error}")]
     Backend {
@@ -48,6 +56,8 @@ pub struct HostView {
     pub last_cleanup_ms: Option<i64>,
     /// Size of the largest model configured for this host, bytes.
     pub largest_model_bytes: Option<u64>,
+    /// Bytes freed by cleanup jobs in the last 7 days (`None`: not recorded).
+    pub freed_bytes_7d: Option<u64>,
 }
 
 /// The registry as this crate sees it.
@@ -75,11 +85,13 @@ pub trait SystemView: Send + Sync + 'static {
     fn workers(&self) -> Vec<WorkerStatus>;
 }
 
+type Series = Vec<(i64, f64)>;
+
 /// A fleet held in memory: tests, the demo, and a cache the wiring may fill.
 #[derive(Debug, Default)]
 pub struct StaticFleet {
     hosts: RwLock<BTreeMap<String, HostView>>,
-    series: RwLock<BTreeMap<(String, String), Vec<(i64, f64)>>>,
+    series: RwLock<BTreeMap<(String, String), Series>>,
     partitions: RwLock<Vec<String>>,
     workers: RwLock<Vec<WorkerStatus>>,
 }

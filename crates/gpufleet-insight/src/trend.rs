@@ -178,7 +178,7 @@ fn project_rising(f: &Fit, threshold: f64, now_ms: i64) -> Projection {
     if f.at(now_ms) >= threshold || f.last_value >= threshold {
         return Projection::Reached;
     }
-    if !(f.slope_per_day > 0.0) {
+    if f.slope_per_day.is_nan() || f.slope_per_day <= 0.0 {
         return Projection::NotRising;
     }
     let days_from_mean = (threshold - f.intercept) / f.slope_per_day;

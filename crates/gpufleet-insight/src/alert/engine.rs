@@ -126,7 +126,7 @@ pub struct Notice {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// Insert or replace (by id).
-    Upsert(Alert),
+    Upsert(Box<Alert>),
     /// A pending alert that never fired: forget it.
     Remove(String),
 }
@@ -258,7 +258,7 @@ impl AlertEngine {
                 a.suppressed = self.suppression(&a, maintenance, now_ms);
                 let for_ms = i64::try_from(o.for_.as_millis()).unwrap_or(i64::MAX);
                 self.advance(now_ms, &mut a, for_ms, false, out);
-                out.changes.push(Change::Upsert(a.clone()));
+                out.changes.push(Change::Upsert(Box::new(a.clone())));
                 self.active.insert(key, a);
             }
             (None, _) => {}
@@ -278,7 +278,7 @@ impl AlertEngine {
                 self.advance(now_ms, &mut a, for_ms, escalated, out);
                 // Persist only real changes (not every evaluation of a steady alert).
                 if (Alert { updated_ms: before.updated_ms, ..a.clone() }) != before {
-                    out.changes.push(Change::Upsert(a.clone()));
+                    out.changes.push(Change::Upsert(Box::new(a.clone())));
                 }
                 self.active.insert(key, a);
             }
@@ -320,7 +320,7 @@ impl AlertEngine {
         if a.last_notified_ms.is_some() {
             out.notices.push(Notice { kind: NoticeKind::Resolved, alert: a.clone() });
         }
-        out.changes.push(Change::Upsert(a.clone()));
+        out.changes.push(Change::Upsert(Box::new(a.clone())));
         self.history.push_front(a);
         self.history.truncate(self.history_len);
     }

@@ -37,7 +37,7 @@ impl Matcher {
             "subject" => alert.subject == self.value,
             "host" => alert.host.as_deref() == Some(self.value.as_str()),
             "host_name" => alert.host_name.as_deref() == Some(self.value.as_str()),
-            "group" => alert.groups.iter().any(|g| *g == self.value),
+            "group" => alert.groups.contains(&self.value),
             _ => false,
         };
         hit != self.negate

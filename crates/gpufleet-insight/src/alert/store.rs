@@ -98,11 +98,11 @@ impl AlertStore for MemoryAlertStore {
                 }
                 Change::Upsert(a) if a.status == AlertStatus::Resolved => {
                     m.active.remove(&a.id);
-                    m.history.push_front(a.clone());
+                    m.history.push_front((**a).clone());
                     m.history.truncate(self.history_cap);
                 }
                 Change::Upsert(a) => {
-                    m.active.insert(a.id.clone(), a.clone());
+                    m.active.insert(a.id.clone(), (**a).clone());
                 }
             }
         }
