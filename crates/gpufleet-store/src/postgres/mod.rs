@@ -14,16 +14,20 @@
 //!
 //! # How a write travels (`write`)
 //! 1. `dict` turns the batch's GPUs, metrics and series into ids (cached per store; unknown ones
-//!    are upserted outside the data transaction, a changed GPU description is stored then).
+//!    are upserted outside the data transaction, a changed GPU description is stored then; with
+//!    several processes, "latest description" is the latest one a process saw change).
 //! 2. `partition` makes sure every month the batch touches has its three partitions. A sample
 //!    for a month without a partition is never lost: the partition is created on demand (under a
 //!    transaction-scoped advisory lock, `CREATE TABLE IF NOT EXISTS`), also when an insert finds
-//!    one dropped behind the cache's back (the write is then retried once).
+//!    one dropped behind the cache's back (the write is then run again). A batch spanning more
+//!    than 48 months is refused whole ([`StoreError::InvalidQuery`]).
 //! 3. One transaction: binary `COPY` into a per-connection temporary staging table, then one
-//!    statement `INSERT … SELECT … ORDER BY … ON CONFLICT DO NOTHING RETURNING` whose returned
-//!    rows (only the new ones) feed the rollup and `series_months` upserts; `write` returns after
-//!    `COMMIT`. Rows are inserted in key order, so concurrent writers lock in the same order;
-//!    a deadlock or serialization failure is retried.
+//!    statement `INSERT … SELECT … ORDER BY … RETURNING` whose returned rows (only the new ones)
+//!    feed the rollup and `series_months` upserts; `write` returns after `COMMIT`. Samples newer
+//!    than their series' newest stored one skip the existence probe (plain insert); should a
+//!    concurrent writer have stored one meanwhile, the unique violation sends the batch through
+//!    `ON CONFLICT DO NOTHING` instead. Rows are inserted in key order, so concurrent writers
+//!    lock in the same order; a deadlock or serialization failure is retried.
 //!
 //! Queries (`query`) follow the embedded store's semantics exactly (the conformance suite is
 //! the judge); retention (`partition`) detaches and drops whole months.
