@@ -234,6 +234,18 @@ pub trait Broker: Send + Sync + 'static {
         reason: &str,
     ) -> Result<(), BrokerError>;
 
+    /// Tells the broker that `consumer` is still working on these in-flight messages: each stays
+    /// invisible for another visibility timeout from now, and no delivery is counted (a collector
+    /// retrying a store write through an outage calls this so its batch is neither handed to
+    /// another consumer nor pushed towards the dead-letter topic). Unknown or acked ids are ignored.
+    async fn extend(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        ids: &[MessageId],
+    ) -> Result<(), BrokerError>;
+
     /// Dead letters of a topic, oldest first, at most `limit`.
     async fn dead_letters(
         &self,

@@ -442,6 +442,38 @@ where
 /// Expands to one `#[tokio::test]` per conformance case, each calling `$factory` for its broker.
 /// `$factory`: `Fn(Duration, u32) -> impl Future<Output = Arc<dyn Broker>>` (visibility timeout,
 /// max attempts).
+/// `extend` keeps a message invisible past its visibility timeout without counting a delivery;
+/// once the consumer stops extending, the message is redelivered as attempt 2 (not dead-lettered,
+/// though the extensions outlasted `max_attempts` visibility timeouts).
+pub async fn extend_keeps_a_message_invisible_without_counting<F, Fut>(factory: F)
+where
+    F: Fn(Duration, u32) -> Fut,
+    Fut: Future<Output = Arc<dyn Broker>>,
+{
+    let (b, t, g) = setup(factory, SHORT_VISIBILITY, 2, "extend").await;
+    b.publish(&t, &payloads("x", 1)).await.expect("publish");
+    let worker = ConsumerName::new("worker");
+    let got = fetch_n(b.as_ref(), &t, &g, &worker, 1).await;
+    assert_eq!(got.len(), 1);
+    let (id, other) = (got[0].id, ConsumerName::new("other"));
+    // Four visibility timeouts of extensions, every third of a timeout; meanwhile nobody else
+    // may get the message.
+    let until = Instant::now() + SHORT_VISIBILITY * 4;
+    while Instant::now() < until {
+        b.extend(&t, &g, &worker, &[id]).await.expect("extend");
+        let stolen = b.fetch(&t, &g, &other, 10, SHORT_VISIBILITY / 3).await.expect("fetch");
+        assert!(stolen.is_empty(), "an extended message was handed to another consumer: {:?}", stolen.iter().map(|m| m.attempt).collect::<Vec<_>>());
+    }
+    let again = fetch_n(b.as_ref(), &t, &g, &other, 1).await;
+    assert_eq!(again.len(), 1, "redelivered once the extensions stop");
+    assert_eq!((again[0].id, again[0].attempt), (id, 2), "extensions count no delivery");
+    b.ack(&t, &g, &[id]).await.expect("ack");
+    // Extending an acked or unknown id is harmless.
+    b.extend(&t, &g, &worker, &[id, crate::MessageId(u128::MAX)]).await.expect("extend after ack");
+    assert_nothing_within(b.as_ref(), &t, &g, SHORT_VISIBILITY * 2).await;
+    assert!(b.dead_letters(&t, 10).await.expect("dead letters").is_empty());
+}
+
 #[macro_export]
 macro_rules! broker_test_suite {
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -463,6 +495,7 @@ macro_rules! broker_test_suite {
             unknown_ack_is_harmless,
             stats_reflect_deliveries,
             rejects_unknown_groups_and_bad_names,
+            extend_keeps_a_message_invisible_without_counting,
         );
     };
 }

@@ -4,9 +4,12 @@
 //! Failure behaviour:
 //! - an undecodable message is nacked with the decode error (the broker dead-letters it after
 //!   `max_attempts`), the rest of the batch flows on;
-//! - a failed store write is retried with backoff while the messages stay unacked; if that takes
-//!   longer than the visibility timeout the broker redelivers them, which is harmless because the
-//!   store write is idempotent;
+//! - a failed store write is retried with backoff while the messages stay unacked; while it waits
+//!   the collector extends their visibility every second (`Broker::extend`; so the visibility
+//!   timeout must exceed 1 s plus one write attempt — the default is 5 s), so an outage of the store
+//!   neither hands the batch to another collector nor counts deliveries towards the dead-letter
+//!   topic; if the collector dies, the broker redelivers after the visibility timeout, which is
+//!   harmless because the store write is idempotent;
 //! - on shutdown the worker finishes the batch in hand (write + ack) and returns.
 
 use gpufleet_core::time::now_ms;
@@ -108,7 +111,7 @@ impl Collector {
                     if ctx.shutdown.is_triggered() && !e.is_retryable() {
                         return Err(e.into());
                     }
-                    tokio::time::sleep(delay).await;
+                    self.hold(&ids, delay).await;
                     if ctx.shutdown.is_triggered() && backoff.attempts() > 3 {
                         // Leave the messages unacked: the broker redelivers them after restart.
                         return Err(e.into());
@@ -123,6 +126,28 @@ impl Collector {
     }
 }
 
+
+impl Collector {
+    /// Waits `delay` while keeping `ids` in flight: their visibility is extended now and every
+    /// [`EXTEND_EVERY`] (so any visibility timeout above that, plus one write attempt, holds).
+    async fn hold(&self, ids: &[MessageId], delay: Duration) {
+        let c = &self.config;
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            if let Err(e) = self.broker.extend(&c.topic, &c.group, &self.id, ids).await {
+                warn!(error = %e, "could not extend the batch's visibility; another collector may take it over");
+            }
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left.min(EXTEND_EVERY)).await;
+        }
+    }
+}
+
+/// How often a collector retrying a store write re-extends its batch's visibility.
+pub const EXTEND_EVERY: Duration = Duration::from_secs(1);
 
 #[async_trait]
 impl Worker for Collector {

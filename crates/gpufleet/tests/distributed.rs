@@ -60,7 +60,7 @@ impl Slice {
     fn env(&self, cmd: &mut Command) {
         cmd.env("GPUFLEET_BROKER_KEY_PREFIX", &self.key_prefix)
             .env("GPUFLEET_DATABASE_SCHEMA_PREFIX", &self.schema_prefix)
-            .env("GPUFLEET_BROKER_VISIBILITY_TIMEOUT", "2s")
+            .env("GPUFLEET_BROKER_VISIBILITY_TIMEOUT", "3s")
             .env("GPUFLEET_ADMIN_KEY", admin_key())
             .env("GPUFLEET_STORE_RAW_RETENTION", "forever")
             .env("GPUFLEET_STORE_ROLLUP_1M_RETENTION", "forever")
@@ -95,12 +95,17 @@ struct Role {
 
 impl Role {
     fn start(slice: &Slice, roles: &str, broker: &str, database: &str, listen: Option<u16>, data: &Path) -> Role {
+        Self::start_env(slice, roles, broker, database, listen, data, &[])
+    }
+
+    fn start_env(slice: &Slice, roles: &str, broker: &str, database: &str, listen: Option<u16>, data: &Path, env: &[(&str, &str)]) -> Role {
         let mut cmd = Command::new(BIN);
         cmd.args(["server", "--roles", roles, "--broker", broker, "--database", database, "--data-dir"]).arg(data);
         if let Some(p) = listen {
             cmd.args(["--listen", &format!("127.0.0.1:{p}")]);
         }
         slice.env(&mut cmd);
+        cmd.envs(env.iter().copied());
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn gpufleet server");
         Role { child }
     }
@@ -286,8 +291,15 @@ fn postgres_away_for_ten_seconds_collectors_hold_then_everything_lands() {
     let _api = Role::start(&slice, "api", &redis, &pg, Some(port), &dir.path().join("api"));
     let api = format!("http://127.0.0.1:{port}");
     wait_until(Duration::from_secs(60), "api /health", || get(&format!("{api}/health")).is_some());
-    let _collectors: Vec<Role> =
-        (0..2).map(|i| Role::start(&slice, "collector", &redis, &pg_via_proxy, None, &dir.path().join(format!("c{i}")))).collect();
+    // Three collectors (one process each, one worker each) and only 2 delivery attempts: a batch
+    // held through the outage must not be handed to an idle collector (that would be attempt 2,
+    // then 3 → dead letter); the holder extends its visibility while it retries.
+    let _collectors: Vec<Role> = (0..3)
+        .map(|i| {
+            let env = [("GPUFLEET_BROKER_MAX_ATTEMPTS", "2"), ("GPUFLEET_TELEMETRY_COLLECTORS", "1")];
+            Role::start_env(&slice, "collector", &redis, &pg_via_proxy, None, &dir.path().join(format!("c{i}")), &env)
+        })
+        .collect();
     let stream = streamer(&slice, &redis, &files[0], 3000);
 
     wait_until(Duration::from_secs(60), "a first part stored", || stored(&api).is_some_and(|n| n >= 6_000));

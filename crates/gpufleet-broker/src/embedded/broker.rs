@@ -349,6 +349,21 @@ impl Broker for EmbeddedBroker {
         result
     }
 
+    async fn extend(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        ids: &[MessageId],
+    ) -> Result<(), BrokerError> {
+        let (_, g) = self.lookup(topic, group)?;
+        let now = Instant::now();
+        let mut state = g.state.lock();
+        state.touch(consumer, now, self.limits);
+        state.extend(ids.iter().filter_map(|&id| offset_of(id)), now, self.limits);
+        Ok(())
+    }
+
     async fn nack(
         &self,
         topic: &TopicName,

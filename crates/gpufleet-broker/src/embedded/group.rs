@@ -229,6 +229,22 @@ impl GroupState {
         }
     }
 
+    /// Pushes the deadline of in-flight messages to `now + visibility` without counting a
+    /// delivery; returns how many were in flight.
+    pub(crate) fn extend(&mut self, offsets: impl Iterator<Item = u64>, now: Instant, limits: Limits) -> usize {
+        let mut n = 0;
+        for offset in offsets {
+            if let Some(entry) = self.inflight.get_mut(&offset) {
+                entry.generation = entry.generation.wrapping_add(1);
+                entry.deadline = now + limits.visibility;
+                self.timeouts.push_back((entry.deadline, offset, entry.generation));
+                n += 1;
+            }
+        }
+        self.drop_stale_front();
+        n
+    }
+
     /// Makes an in-flight message due now, or returns it as dead when out of attempts.
     pub(crate) fn nack(
         &mut self,

@@ -454,6 +454,36 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
+    async fn extend(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        ids: &[MessageId],
+    ) -> Result<(), BrokerError> {
+        self.check_open()?;
+        check_name(topic.as_str())?;
+        check_name(group.as_str())?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // XCLAIM … JUSTID resets the idle time and keeps the delivery count (JUSTID does not
+        // increment it); ids no longer pending (acked, dead-lettered) are skipped by Redis.
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(self.keys.stream(topic))
+            .arg(group.as_str())
+            .arg(consumer.as_str())
+            .arg(0)
+            .arg(ids.iter().map(|&id| format_id(id)).collect::<Vec<_>>())
+            .arg("JUSTID");
+        let cmd = &cmd;
+        let _: redis::Value = self
+            .call(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+            .map_err(|e| for_group(e, topic, group))?;
+        Ok(())
+    }
+
     async fn nack(
         &self,
         topic: &TopicName,

@@ -73,6 +73,15 @@ impl Broker for TempBroker {
     ) -> Result<(), BrokerError> {
         self.broker.nack(topic, group, id, reason).await
     }
+    async fn extend(
+        &self,
+        topic: &TopicName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        ids: &[MessageId],
+    ) -> Result<(), BrokerError> {
+        self.broker.extend(topic, group, consumer, ids).await
+    }
     async fn dead_letters(
         &self,
         topic: &TopicName,
