@@ -232,3 +232,23 @@ async fn queued_job_survives_a_gateway_restart() {
     .await;
     h.shutdown().await;
 }
+
+/// A job that runs for several visibility timeouts (a slow backend) is kept in flight by its
+/// worker: no second worker starts it, it completes once, on its first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_the_visibility_timeout_runs_once() {
+    let mut slow = MockConfig::new(MODEL);
+    slow.latency_ms = 4000;
+    let mock = gpufleet_sim::MockServer::start(slow).await.unwrap();
+    let mut config = common::base_config();
+    config.jobs.workers = 3;
+    config.backends.push(common::backend("b0", &mock.url(), 4));
+    let h = Harness::start_with_visibility(config, vec![Some(mock)], tempfile::tempdir().unwrap(), std::time::Duration::from_millis(1500)).await;
+    let resp = h.post("/v1/jobs", chat_body()).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned();
+    eventually("the slow job completes", || async { job_status(&h, &id).await["status"] == "completed" }).await;
+    let job = job_status(&h, &id).await;
+    assert_eq!(job["attempts"], 1, "the job was started again while it ran: {job}");
+    h.shutdown().await;
+}

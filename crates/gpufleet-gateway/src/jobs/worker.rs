@@ -21,6 +21,8 @@ use tokio::time::Instant;
 
 /// How long one fetch waits for a message before checking shutdown again.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// How often a running job's message has its visibility extended.
+const HEARTBEAT: Duration = Duration::from_millis(1000);
 
 pub(crate) struct JobWorker {
     pub(crate) gw: Arc<Gateway>,
@@ -51,9 +53,23 @@ impl JobWorker {
                 let started = Instant::now();
                 // On shutdown the job is abandoned unacked: it is redelivered after the
                 // visibility timeout.
-                let verdict = tokio::select! {
-                    _ = ctx.shutdown.wait() => return Ok(()),
-                    v = self.process(&msg) => v,
+                // A job may run (queue wait + generation) far longer than the broker's visibility
+                // timeout: keep its message in flight while it runs, so no other worker starts it
+                // again and no delivery is counted.
+                let work = self.process(&msg);
+                tokio::pin!(work);
+                let mut beat = tokio::time::interval(HEARTBEAT);
+                beat.tick().await;
+                let verdict = loop {
+                    tokio::select! {
+                        _ = ctx.shutdown.wait() => return Ok(()),
+                        v = &mut work => break v,
+                        _ = beat.tick() => {
+                            if let Err(e) = broker.extend(&jobs.topic, &jobs.group, &consumer, &[msg.id]).await {
+                                tracing::warn!(error = %e, "could not extend a running job's visibility");
+                            }
+                        }
+                    }
                 };
                 let ok = matches!(verdict, Verdict::Ack);
                 match verdict {
