@@ -109,8 +109,8 @@ impl std::fmt::Debug for Insight {
     }
 }
 
-fn fresh(m: Option<&HostMetrics>, now_ms: i64, max_age_ms: i64) -> Option<&HostMetrics> {
-    m.filter(|m| now_ms.saturating_sub(m.time_ms) < max_age_ms)
+fn fresh(m: Option<&Arc<HostMetrics>>, now_ms: i64, max_age_ms: i64) -> Option<&HostMetrics> {
+    m.map(Arc::as_ref).filter(|m| now_ms.saturating_sub(m.time_ms) < max_age_ms)
 }
 
 fn check_metric(metric: &str) -> Result<(), InsightError> {

@@ -2,7 +2,8 @@
 //! least-squares projections, alerts (rules, lifecycle, silences, maintenance) and their
 //! notifiers, the weekly digest, and the container watchdog.
 //!
-//! It reads the fleet through small traits ([`source`]) and depends on `gpufleet-agent` only for
+//! It reads the fleet through small traits ([`source`]), implemented over `gpufleet-fleet` in
+//! [`fleet_adapter`] (the only module that knows that crate); it depends on `gpufleet-agent` for
 //! the wire types and health rules, and on `gpufleet-runtime` for workers. It reads no file and no
 //! environment variable and serves no HTTP: the binary passes configuration in ([`config`]) and
 //! the API calls the plain async methods of [`Insight`] and [`alert::AlertService`].
@@ -13,15 +14,17 @@
 //! - [`metrics`]: metric names and [`metrics::named_values`] of one sample.
 //! - [`alert`]: rules, [`alert::AlertEngine`], silences, stores, [`alert::AlertService`], [`alert::AlertWorker`].
 //! - [`notify`]: webhook, Slack and Telegram notifiers, retries, [`notify::NotifyQueue`].
-//! - [`digest`]: the weekly digest, its renderers and [`digest::DigestWorker`].
+//! - [`digest`]: the weekly digest, its renderers and [`digest::worker::DigestWorker`].
 //! - [`watchdog`]: restart decisions ([`watchdog::Watchdog`]), the agent client, [`watchdog::WatchdogWorker`].
 //! - [`source`]: [`source::FleetView`], [`source::MetricHistory`], [`source::SystemView`], [`source::StaticFleet`].
 //! - [`insight`]: [`Insight`], the façade the API and the workers share.
+//! - [`fleet_adapter`]: the source traits over `gpufleet-fleet` ([`fleet_adapter::FleetSource`], …).
 //! - [`config`]: `[alerts]`, `[watchdog]`, `[digest]`.
 
 pub mod alert;
 pub mod config;
 pub mod digest;
+pub mod fleet_adapter;
 pub mod insight;
 pub mod metrics;
 pub mod notify;

@@ -48,10 +48,10 @@ pub struct HostView {
     pub state: HostHealth,
     /// Agent base URL (`http://10.0.0.7:9400`).
     pub agent_url: Option<String>,
-    /// The last health report.
-    pub report: Option<HealthReport>,
+    /// The last health report (or its components that are not `ok`).
+    pub report: Option<Arc<HealthReport>>,
     /// The last metrics sample.
-    pub metrics: Option<HostMetrics>,
+    pub metrics: Option<Arc<HostMetrics>>,
     /// When the last cleanup job finished, epoch ms.
     pub last_cleanup_ms: Option<i64>,
     /// Size of the largest model configured for this host, bytes.

@@ -48,7 +48,7 @@ fn metrics(at: i64, disk_used: u64, unhealthy: bool) -> HostMetrics {
 }
 
 fn view(id: &str, state: HostHealth, m: Option<HostMetrics>) -> HostView {
-    HostView { id: id.into(), name: format!("gpu-{id}"), groups: vec!["gpu".into()], state, agent_url: Some("http://127.0.0.1:1".into()), metrics: m, last_cleanup_ms: Some(NOW - DAY), ..HostView::default() }
+    HostView { id: id.into(), name: format!("gpu-{id}"), groups: vec!["gpu".into()], state, agent_url: Some("http://127.0.0.1:1".into()), metrics: m.map(Arc::new), last_cleanup_ms: Some(NOW - DAY), ..HostView::default() }
 }
 
 async fn insight(fleet: &Arc<StaticFleet>) -> Insight {
@@ -113,13 +113,13 @@ fn report(status: Status, components: Vec<Component>) -> HealthReport {
 async fn observations_follow_state_and_sample_age() {
     let fleet = StaticFleet::new();
     let mut crit = view("1", HostHealth::Critical, Some(metrics(NOW - 1000, 97, true)));
-    crit.report = Some(report(
+    crit.report = Some(Arc::new(report(
         Status::Critical,
         vec![
             Component { name: "disk:/data".into(), kind: ComponentKind::Disk, status: Status::Critical, message: "97 % used".into(), detail: serde_json::Value::Null },
             Component { name: "container:web".into(), kind: ComponentKind::Container, status: Status::Warn, message: "unhealthy".into(), detail: serde_json::Value::Null },
         ],
-    ));
+    )));
     fleet.put_host(crit);
     fleet.put_host(view("2", HostHealth::Unreachable, Some(metrics(NOW - 1000, 30, false))));
     fleet.put_series("1", "disk_used_pct", (0..8).map(|d| (NOW - (7 - d) * DAY, 83.0 + d as f64)).collect());
