@@ -132,6 +132,7 @@ impl FleetSource {
             freed_bytes_7d: utag(TAG_FREED_7D_BYTES),
             largest_model_bytes: utag(TAG_LARGEST_MODEL_BYTES),
             maintenance: h.status == HostStatus::Maintenance,
+            watchdog: h.watchdog,
             state: health_of(h.state),
             agent_url: Some(h.agent_url),
             groups: h.groups,

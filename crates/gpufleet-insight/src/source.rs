@@ -44,6 +44,8 @@ pub struct HostView {
     pub groups: Vec<String>,
     /// Maintenance flag.
     pub maintenance: bool,
+    /// Opted in to the watchdog on the host itself.
+    pub watchdog: bool,
     /// Health state.
     pub state: HostHealth,
     /// Agent base URL (`http://10.0.0.7:9400`).

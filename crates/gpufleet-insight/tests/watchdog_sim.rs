@@ -27,13 +27,14 @@ async fn fleet() -> (SimFleetHandle, Arc<StaticFleet>) {
     let sim = run_sim_fleet(cfg, std::future::pending()).await.expect("simulated fleet");
     let view = StaticFleet::new();
     for (i, h) in sim.hosts().into_iter().enumerate() {
-        view.put_host(HostView { id: i.to_string(), name: h.name, groups: vec![], maintenance: i == 1, agent_url: Some(h.agent_url), ..HostView::default() });
+        // Host 0 opts in by its own flag, host 1 through the configuration.
+        view.put_host(HostView { id: i.to_string(), name: h.name, groups: vec![], maintenance: i == 1, watchdog: i == 0, agent_url: Some(h.agent_url), ..HostView::default() });
     }
     (sim, view)
 }
 
 fn settings(interval: Duration) -> WatchdogSettings {
-    WatchdogSettings { hosts: vec!["sim-host-00000".into(), "sim-host-00001".into()], interval, timeout: Duration::from_secs(5), ..WatchdogSettings::default() }
+    WatchdogSettings { hosts: vec!["sim-host-00001".into()], interval, timeout: Duration::from_secs(5), ..WatchdogSettings::default() }
 }
 
 fn audit() -> (AuditSink, Arc<Mutex<Vec<AuditEvent>>>) {

@@ -124,7 +124,7 @@ impl WatchSource for PollSource {
         let targets: Vec<WatchedHost> = hosts
             .into_iter()
             .filter_map(|h| {
-                let w = WatchedHost { id: h.id, name: h.name, groups: h.groups, maintenance: h.maintenance, opted_in: false, agent_url: h.agent_url?, containers: Vec::new() };
+                let w = WatchedHost { id: h.id, name: h.name, groups: h.groups, maintenance: h.maintenance, opted_in: h.watchdog, agent_url: h.agent_url?, containers: Vec::new() };
                 self.settings.opted_in(&w).then_some(w)
             })
             .collect();
