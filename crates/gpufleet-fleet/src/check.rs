@@ -13,11 +13,13 @@
 //! `health_retry_backoff · 2^(try−1)` and tries again, until the host answers or its failures in a
 //! row (carried over from earlier cycles) reach `unreachable_after`. So a healthy host that stops
 //! answering is `unreachable` after one cycle; a host already unreachable costs one try per cycle.
-//! Answers are read up to 4 MiB; anything else is a bad answer.
+//! Answers are read up to 4 MiB; anything else is a bad answer. Reports are parsed without the
+//! `detail` of `ok` components ([`crate::lean`]).
 
 use crate::classify::{classify, reason, CheckError};
 use crate::config::FleetSettings;
 use crate::error::FleetError;
+use crate::lean::LeanReport;
 use crate::model::{CheckResult, Host, HostState, StateChange};
 use gpufleet_agent::wire::{HealthReport, HostMetrics};
 use gpufleet_core::time::now_ms;
@@ -83,7 +85,7 @@ impl Checker {
         loop {
             tries += 1;
             let started = Instant::now();
-            let answer: Result<HealthReport, CheckError> = self.get_json(&url, false).await;
+            let answer: Result<HealthReport, CheckError> = self.get_json::<LeanReport>(&url, false).await.map(|r| r.0);
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             let done = match &answer {
                 Ok(_) => true,

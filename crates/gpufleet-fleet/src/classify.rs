@@ -91,7 +91,7 @@ pub fn reason(report: Result<&HealthReport, &CheckError>) -> String {
             if bad.is_empty() {
                 return "all components ok".to_owned();
             }
-            bad.sort_by(|a, b| b.status.cmp(&a.status));
+            bad.sort_by_key(|c| std::cmp::Reverse(c.status));
             let mut line = bad.iter().take(3).map(|c| format!("{}: {}", c.name, c.message)).collect::<Vec<_>>().join("; ");
             if bad.len() > 3 {
                 line.push_str(&format!(" (+{} more)", bad.len() - 3));

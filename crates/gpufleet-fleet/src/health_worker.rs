@@ -22,14 +22,14 @@ use crate::fleet::Fleet;
 use crate::model::{CheckResult, HostStatus, StateChange};
 use crate::store::{HostFilter, HostOrder};
 use async_trait::async_trait;
-use futures::StreamExt;
 use gpufleet_core::time::now_ms;
 use gpufleet_runtime::{Shutdown, Worker, WorkerContext, WorkerError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 /// Name of the worker and of its lease.
@@ -52,6 +52,8 @@ pub struct CycleReport {
     pub changes: usize,
     /// Store batches written.
     pub batches: usize,
+    /// Time spent writing batches (history, hosts, events), seconds.
+    pub store_s: f64,
     /// Wall time, seconds.
     pub seconds: f64,
 }
@@ -106,23 +108,32 @@ impl HealthWorker {
         let hosts = self.fleet.store().list_hosts(&filter).await?;
         let concurrency = self.fleet.settings().health_concurrency.get();
         let (tx, rx) = mpsc::channel::<CheckOutcome>(BATCH * 2);
-        let stop = shutdown.clone();
         let checker = self.checker.clone();
         let checks = async move {
-            // On shutdown no new check starts; those in flight finish.
-            let outcomes = futures::stream::iter(hosts)
-                .take_until(async move { stop.wait().await })
-                .map(move |h| {
-                    let checker = checker.clone();
-                    async move { checker.check(&h).await }
-                })
-                .buffer_unordered(concurrency);
-            let mut outcomes = std::pin::pin!(outcomes);
-            while let Some(o) = outcomes.next().await {
-                if tx.send(o).await.is_err() {
-                    break;
-                }
+            // One task per check, so checks use every runtime thread; the semaphore bounds them
+            // and its FIFO order keeps the stale-first order. The set is joined before the cycle
+            // ends (and aborts its tasks if the cycle is dropped).
+            let permits = Arc::new(Semaphore::new(concurrency));
+            let mut tasks = JoinSet::new();
+            for host in hosts {
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    // On shutdown no new check starts; those in flight finish.
+                    _ = shutdown.wait() => break,
+                };
+                let (checker, tx) = (checker.clone(), tx.clone());
+                tasks.spawn(async move {
+                    let outcome = checker.check(&host).await;
+                    drop(permit);
+                    let _ = tx.send(outcome).await;
+                });
+                while tasks.try_join_next().is_some() {}
             }
+            drop(tx);
+            while tasks.join_next().await.is_some() {}
         };
         let (_, written) = tokio::join!(checks, self.write(rx, started));
         let mut report = written?;
@@ -163,7 +174,10 @@ impl HealthWorker {
             }
             report.changes += events.len();
             report.batches += 1;
-            if let Err(e) = self.fleet.record(results, events).await {
+            let writing = Instant::now();
+            let written = self.fleet.record(results, events).await;
+            report.store_s += writing.elapsed().as_secs_f64();
+            if let Err(e) = written {
                 warn!(error = %e, "recording health checks failed");
                 first_error.get_or_insert(e);
             }

@@ -21,7 +21,7 @@
 //! - [`lease`]: [`LocalLeases`] for a single server.
 //! - [`bench`]: one health cycle measured ([`bench::run_cycle_bench`]).
 //! - [`testsuite`]: the store conformance cases and [`fleet_store_test_suite!`].
-//! - [`error`]: [`FleetError`].
+//! - [`error`] — [`FleetError`].
 
 
 pub mod bench;
@@ -32,6 +32,7 @@ pub mod error;
 pub mod fleet;
 pub mod health_worker;
 pub mod lease;
+mod lean;
 pub mod maintenance_worker;
 pub mod metric_row;
 pub mod metrics_worker;
