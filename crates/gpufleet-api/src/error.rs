@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gpufleet_broker::BrokerError;
+use gpufleet_fleet::FleetError;
 use gpufleet_store::StoreError;
 use gpufleet_telemetry::ingest::IngestError;
 use serde_json::json;
@@ -19,6 +20,9 @@ pub enum ApiError {
     /// The named thing does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with what exists (a duplicate name).
+    #[error("{0}")]
+    Conflict(String),
     /// The body is larger than allowed.
     #[error("{0}")]
     TooLarge(String),
@@ -63,11 +67,24 @@ impl From<IngestError> for ApiError {
     }
 }
 
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> Self {
+        match e {
+            FleetError::Invalid { .. } => ApiError::BadRequest(e.to_string()),
+            FleetError::DuplicateName(_) => ApiError::Conflict(e.to_string()),
+            FleetError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            e if e.is_retryable() => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             ApiError::UnsupportedMedia(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

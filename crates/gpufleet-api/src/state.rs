@@ -5,6 +5,7 @@ use gpufleet_auth::AuthService;
 use gpufleet_broker::Broker;
 use gpufleet_gateway::Gateway;
 use gpufleet_core::TopicName;
+use gpufleet_fleet::Fleet;
 use gpufleet_runtime::supervisor::StatusHandle;
 use gpufleet_store::MetricStore;
 use gpufleet_telemetry::PipelineMetrics;
@@ -60,19 +61,27 @@ pub struct AppState {
     pub auth: Option<Arc<AuthService>>,
     /// The inference gateway, when configured.
     pub gateway: Option<Arc<Gateway>>,
+    /// The fleet registry and its workers' state, when configured.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl AppState {
     /// State with a fresh registry holding the pipeline metrics.
     pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn MetricStore>, metrics: PipelineMetrics, settings: ApiSettings) -> Self {
         let registry = registry(&metrics, None);
-        Self { broker, store, metrics, registry, workers: None, settings: Arc::new(settings), auth: None, gateway: None }
+        Self { broker, store, metrics, registry, workers: None, settings: Arc::new(settings), auth: None, gateway: None, fleet: None }
     }
 
     /// Adds the inference gateway and registers its metrics.
     pub fn with_gateway(mut self, gateway: Arc<Gateway>) -> Self {
         self.registry = registry(&self.metrics, Some(&gateway));
         self.gateway = Some(gateway);
+        self
+    }
+
+    /// Adds the fleet registry (hosts, health history, events, fleet workers' status).
+    pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
+        self.fleet = Some(fleet);
         self
     }
 

@@ -87,9 +87,12 @@ impl Fleet {
         Ok((fleet, workers))
     }
 
-    /// [`Fleet::new`], then registers (or updates, by name) the hosts of the config.
+    /// [`Fleet::new`], then creates this month's and next month's host metrics partitions when
+    /// missing (so `/ready` passes before the first maintenance round) and registers (or
+    /// updates, by name) the hosts of the config.
     pub async fn open(store: Arc<dyn FleetStore>, leases: Arc<dyn LeaseStore>, settings: FleetSettings) -> Result<(Arc<Fleet>, FleetWorkers), FleetError> {
         let (fleet, workers) = Self::new(store, leases, settings)?;
+        fleet.store.ensure_partitions(now_ms(), 1).await?;
         let changed = fleet.upsert_config_hosts().await?;
         if changed > 0 {
             info!(changed, "config hosts registered or updated");

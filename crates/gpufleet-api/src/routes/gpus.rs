@@ -1,4 +1,4 @@
-//! GPU inventory, hosts, and telemetry queries.
+//! GPU inventory, a host's GPUs, and telemetry queries (the host list is in `fleet.rs`).
 
 use crate::error::ApiError;
 use crate::params::Params;
@@ -20,7 +20,6 @@ pub(crate) fn router() -> Router<AppState> {
     let r = Router::new();
     let r = guarded(r, "GET", "/api/v1/gpus", get(list_gpus));
     let r = guarded(r, "GET", "/api/v1/gpus/{uuid}/telemetry", get(telemetry));
-    let r = guarded(r, "GET", "/api/v1/hosts", get(list_hosts));
     let r = guarded(r, "GET", "/api/v1/hosts/{host}/gpus", get(host_gpus));
     
     guarded(r, "GET", "/api/v1/telemetry/aggregate", get(aggregate))
@@ -77,23 +76,6 @@ async fn list_gpus(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<
         .filter(|v| stale.is_none_or(|s| v.stale == s))
         .collect();
     Ok(Json(json!({ "count": gpus.len(), "gpus": gpus })))
-}
-
-async fn list_hosts(State(st): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {
-    Params::parse(q.as_deref(), &[])?;
-    let now = now_ms();
-    let mut hosts: BTreeMap<String, (usize, usize, i64)> = BTreeMap::new();
-    for g in st.store.gpus().await? {
-        let e = hosts.entry(g.desc.host.to_string()).or_default();
-        e.0 += 1;
-        e.1 += usize::from(now - g.last_ingest_ms > st.settings.stale_after_ms);
-        e.2 = e.2.max(g.last_seen_ms);
-    }
-    let list: Vec<_> = hosts
-        .into_iter()
-        .map(|(host, (gpus, stale, last))| json!({ "host": host, "gpus": gpus, "stale_gpus": stale, "last_seen": format_rfc3339(last) }))
-        .collect();
-    Ok(Json(json!({ "count": list.len(), "hosts": list })))
 }
 
 async fn host_gpus(State(st): State<AppState>, Path(host): Path<String>, RawQuery(q): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {

@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 mod audit;
 mod broker;
 mod export;
+mod fleet;
 mod gpus;
 mod ingest;
 mod keys;
@@ -62,7 +63,6 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/v1/openapi.json", Need(TelemetryRead, T)),
     r("GET", "/api/v1/gpus", Need(TelemetryRead, T)),
     r("GET", "/api/v1/gpus/{uuid}/telemetry", Need(TelemetryRead, T)),
-    r("GET", "/api/v1/hosts", Need(TelemetryRead, T)),
     r("GET", "/api/v1/hosts/{host}/gpus", Need(TelemetryRead, T)),
     r("GET", "/api/v1/telemetry/aggregate", Need(TelemetryRead, T)),
     r("POST", "/api/v1/telemetry", Need(TelemetryWrite, T)),
@@ -87,6 +87,18 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/v1/dlq/{id}", Need(BrokerRead, M)),
     r("POST", "/api/v1/dlq/{id}/retry", Need(DlqManage, M)),
     r("DELETE", "/api/v1/dlq/{id}", Need(DlqManage, M)),
+    // The fleet registry and health (`{id}`: a host id or name). Host writes count against the
+    // telemetry budget, not the management one (30/min): `sim fleet --register` and provisioning
+    // tools register hundreds of hosts at once.
+    r("GET", "/api/v1/hosts", Need(FleetRead, T)),
+    r("POST", "/api/v1/hosts", Need(FleetWrite, T)),
+    r("GET", "/api/v1/hosts/{id}", Need(FleetRead, T)),
+    r("PUT", "/api/v1/hosts/{id}", Need(FleetWrite, T)),
+    r("DELETE", "/api/v1/hosts/{id}", Need(FleetWrite, T)),
+    r("GET", "/api/v1/hosts/{id}/health", Need(FleetRead, T)),
+    r("GET", "/api/v1/fleet/summary", Need(FleetRead, T)),
+    r("GET", "/api/v1/fleet/workers/status", Need(FleetRead, T)),
+    r("GET", "/api/v1/fleet/events", Need(FleetRead, T)),
 ];
 
 /// Inference calls: POSTs that change nothing in gpufleet (the answer is the model's). They are
@@ -117,6 +129,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(system::router())
         .merge(gpus::router())
+        .merge(fleet::router())
         .merge(ingest::router())
         .merge(export::router())
         .merge(broker::router())

@@ -26,7 +26,8 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 /// Ready when the broker answers, the store's own check passes (PostgreSQL: reachable and the
-/// current month's telemetry partition exists) and no worker is stopped.
+/// current month's telemetry partition exists), no worker is stopped, and (with a fleet) the
+/// current month's host metrics partition exists.
 async fn ready(State(st): State<AppState>) -> Response {
     let mut problems = Vec::new();
     if let Err(e) = st.broker.stats().await {
@@ -40,6 +41,9 @@ async fn ready(State(st): State<AppState>) -> Response {
         for s in w.snapshot().iter().filter(|s| !s.running) {
             problems.push(format!("worker {} is not running", s.name));
         }
+    }
+    if let Some(fleet) = &st.fleet {
+        problems.extend(fleet.partition_problem(now_ms()).await.map(|p| format!("fleet: {p}")));
     }
     if problems.is_empty() {
         Json(json!({ "status": "ready" })).into_response()

@@ -88,8 +88,14 @@ async fn fixture_with(limits: RateLimitConfig) -> Fixture {
     for w in workers {
         supervisor.spawn(w);
     }
+    // The fleet registry with host "node-1" (also a telemetry host), on its own SQLite file.
+    let fleet_store = Arc::new(gpufleet_fleet::SqliteFleetStore::open(&dir.path().join("fleet.db")).await.unwrap());
+    let leases = Arc::new(gpufleet_fleet::LocalLeases::new());
+    let (fleet, _fleet_workers) = gpufleet_fleet::Fleet::open(fleet_store, leases, gpufleet_fleet::FleetSettings::default()).await.unwrap();
+    let node1 = gpufleet_fleet::HostInput { name: "node-1".into(), agent_url: "http://127.0.0.1:9".into(), ..Default::default() };
+    fleet.register(&node1).await.unwrap();
     let settings = ApiSettings { body_limit_bytes: 64 * 1024, ..ApiSettings::default() };
-    let state = AppState::new(broker, store, PipelineMetrics::default(), settings).with_auth(auth).with_gateway(gw);
+    let state = AppState::new(broker, store, PipelineMetrics::default(), settings).with_auth(auth).with_gateway(gw).with_fleet(fleet);
     Fixture { _mock: mock, _dir: dir, state, keys, _supervisor: supervisor }
 }
 
@@ -319,6 +325,19 @@ async fn request_for(f: &Fixture, spec: &RouteSpec) -> Request<Body> {
         let (_, v) = call_json(f, Request::post("/v1/jobs").header("content-type", "application/json").body(Body::from(CHAT)).unwrap()).await;
         path = path.replace("{id}", v["job_id"].as_str().unwrap());
     }
+    if path.starts_with("/api/v1/hosts/{id}") {
+        // A host to delete is made first; the others use the registered "node-1".
+        let name = match spec.method {
+            "DELETE" => {
+                let body = format!(r#"{{"name":"gone-{:08x}","agent_url":"http://127.0.0.1:9"}}"#, rand::random::<u32>());
+                let (s, v) = call_json(f, Request::post("/api/v1/hosts").body(Body::from(body)).unwrap()).await;
+                assert_eq!(s, StatusCode::CREATED, "{v}");
+                v["name"].as_str().unwrap().to_owned()
+            }
+            _ => "node-1".to_owned(),
+        };
+        path = path.replace("{id}", &name);
+    }
     // A DLQ id that does not exist: the guard is what is checked (404 after it, not 401/403).
     let path = path.replace("{id}", "00000000000000000000000000000000");
     let path = match spec.path {
@@ -331,6 +350,8 @@ async fn request_for(f: &Fixture, spec: &RouteSpec) -> Request<Body> {
         ("POST", "/v1/chat/completions") | ("POST", "/v1/jobs") => Body::from(CHAT),
         ("POST", "/v1/completions") => Body::from(r#"{"model":"m1","prompt":"hi","max_tokens":4}"#),
         ("POST", "/v1/embeddings") => Body::from(r#"{"model":"m1","input":"hi"}"#),
+        ("POST", "/api/v1/hosts") => Body::from(format!(r#"{{"name":"new-{:08x}","agent_url":"http://127.0.0.1:9"}}"#, rand::random::<u32>())),
+        ("PUT", "/api/v1/hosts/{id}") => Body::from(r#"{"watchdog":true}"#),
         _ => Body::empty(),
     };
     let ctype = if spec.path.starts_with("/v1/") { "application/json" } else { "text/csv" };
@@ -530,4 +551,24 @@ fn inference_calls_are_not_audited_but_every_other_change_is() {
     assert!(audited("POST", "/api/v1/telemetry"));
     assert!(audited("DELETE", "/api/v1/keys/{prefix}"));
     assert!(!audited("GET", "/api/v1/keys"));
+}
+
+#[tokio::test]
+async fn host_changes_are_audited_and_viewers_cannot_make_them() {
+    let f = fixture().await;
+    let as_role = |role: Role, req: Request<Body>| with_key(req, &format!("Bearer {}", f.keys[&role]));
+    let post = || Request::post("/api/v1/hosts").body(Body::from(r#"{"name":"audited","agent_url":"http://127.0.0.1:9"}"#)).unwrap();
+    assert_eq!(call_raw(&f.state, as_role(Role::Viewer, post())).await.0, StatusCode::FORBIDDEN);
+    let (s, b) = call_raw(&f.state, as_role(Role::Operator, post())).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    let put = Request::put("/api/v1/hosts/audited").body(Body::from(r#"{"maintenance":true}"#)).unwrap();
+    assert_eq!(call_raw(&f.state, as_role(Role::Operator, put)).await.0, StatusCode::OK);
+    let (s, _) = call_raw(&f.state, as_role(Role::Operator, post())).await;
+    assert_eq!(s, StatusCode::CONFLICT, "registering twice");
+    let (_, audit) = get(&f, "/api/v1/audit?action=request").await;
+    let records = audit["records"].as_array().unwrap();
+    let routes: Vec<(&str, &str)> = records.iter().map(|r| (r["route"].as_str().unwrap(), r["outcome"].as_str().unwrap_or(""))).collect();
+    assert!(routes.contains(&("/api/v1/hosts", "success")), "{audit}");
+    assert!(routes.contains(&("/api/v1/hosts/{id}", "success")), "{audit}");
+    assert!(routes.iter().any(|(r, o)| *r == "/api/v1/hosts" && *o != "success"), "the refused duplicate is audited as failed: {audit}");
 }
