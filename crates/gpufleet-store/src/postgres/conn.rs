@@ -110,8 +110,13 @@ pub(crate) async fn open(cfg: &PgStoreConfig) -> Result<PgPool, StoreError> {
     let opts = PgConnectOptions::from_str(&cfg.url)
         .map_err(|_| StoreError::InvalidQuery(format!("invalid postgres url {redacted}")))?
         .application_name("gpufleet-store")
-        // JIT compiling the write statement costs more than it saves.
-        .options([("search_path", cfg.schema.as_str()), ("jit", "off")]);
+        // JIT compiling the write statement costs more than it saves; `write` promises
+        // durability whatever the server's default for synchronous_commit.
+        .options([
+            ("search_path", cfg.schema.as_str()),
+            ("jit", "off"),
+            ("synchronous_commit", "on"),
+        ]);
     let unreachable =
         |e: sqlx::Error| StoreError::Unavailable(format!("cannot connect to {redacted}: {e}"));
 
