@@ -63,13 +63,15 @@ pub struct AppState {
     pub gateway: Option<Arc<Gateway>>,
     /// The fleet registry and its workers' state, when configured.
     pub fleet: Option<Arc<Fleet>>,
+    /// Scores, trends, alerts and silences, when the fleet role runs.
+    pub insight: Option<Arc<gpufleet_insight::Insight>>,
 }
 
 impl AppState {
     /// State with a fresh registry holding the pipeline metrics.
     pub fn new(broker: Arc<dyn Broker>, store: Arc<dyn MetricStore>, metrics: PipelineMetrics, settings: ApiSettings) -> Self {
         let registry = registry(&metrics, None);
-        Self { broker, store, metrics, registry, workers: None, settings: Arc::new(settings), auth: None, gateway: None, fleet: None }
+        Self { broker, store, metrics, registry, workers: None, settings: Arc::new(settings), auth: None, gateway: None, fleet: None, insight: None }
     }
 
     /// Adds the inference gateway and registers its metrics.
@@ -82,6 +84,12 @@ impl AppState {
     /// Adds the fleet registry (hosts, health history, events, fleet workers' status).
     pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
         self.fleet = Some(fleet);
+        self
+    }
+
+    /// Adds scores, trends, alerts and silences.
+    pub fn with_insight(mut self, insight: Arc<gpufleet_insight::Insight>) -> Self {
+        self.insight = Some(insight);
         self
     }
 

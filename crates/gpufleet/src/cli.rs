@@ -72,8 +72,9 @@ pub enum Command {
         #[command(flatten)]
         serve: ServeArgs,
         /// Comma-separated roles: api (HTTP API), collector (broker → store), gateway (inference
-        /// routes on the api listener and the async-job workers). Default: all.
-        #[arg(long, value_name = "ROLES", default_value = "api,collector,gateway")]
+        /// routes on the api listener and the async-job workers), fleet (host registry, health and
+        /// metrics workers, alerts, watchdog). Default: all.
+        #[arg(long, value_name = "ROLES", default_value = "api,collector,gateway,fleet")]
         roles: String,
     },
     /// `up` on a fresh data directory plus a replay of a bundled DCGM capture; prints where to look.

@@ -33,6 +33,14 @@ pub struct FileConfig {
     pub gateway: gpufleet_gateway::GatewayConfig,
     /// The per-host agent (`gpufleet agent`, see `docs/fleet.md`).
     pub agent: gpufleet_agent::AgentConfig,
+    /// Fleet health: registry, health and metrics workers (see `docs/fleet.md`).
+    pub fleet: gpufleet_fleet::FleetConfig,
+    /// Alert rules and notifiers.
+    pub alerts: gpufleet_insight::config::AlertsConfig,
+    /// The container watchdog.
+    pub watchdog: gpufleet_insight::config::WatchdogConfig,
+    /// The weekly digest.
+    pub digest: gpufleet_insight::config::DigestConfig,
 }
 
 /// `[server]`
@@ -259,6 +267,14 @@ pub struct Settings {
     pub auth: gpufleet_auth::AuthConfig,
     /// The validated `[gateway]` section.
     pub gateway: gpufleet_gateway::GatewaySettings,
+    /// The validated `[fleet]` section.
+    pub fleet: gpufleet_fleet::FleetSettings,
+    /// `[alerts]` (validated when the fleet role starts; checked here too).
+    pub alerts: gpufleet_insight::config::AlertsConfig,
+    /// `[watchdog]`.
+    pub watchdog: gpufleet_insight::config::WatchdogConfig,
+    /// `[digest]`.
+    pub digest: gpufleet_insight::config::DigestConfig,
 }
 
 /// `broker.backend = "redis://…"`.
@@ -362,6 +378,10 @@ impl FileConfig {
         }
         self.auth.build_options().map_err(|e| anyhow::anyhow!("{e}"))?;
         let gateway = self.gateway.validate().map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
+        let fleet = self.fleet.validate().map_err(|e| anyhow::anyhow!("fleet: {e}"))?;
+        self.alerts.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.watchdog.validate().map_err(|e| anyhow::anyhow!("watchdog: {e}"))?;
+        self.digest.validate().map_err(|e| anyhow::anyhow!("digest: {e}"))?;
         let data_dir = self.server.data_dir.clone();
         let mut broker = BrokerConfig::new(data_dir.join("broker"));
         broker.visibility_timeout = dur("broker.visibility_timeout", &self.broker.visibility_timeout)?;
@@ -399,6 +419,10 @@ impl FileConfig {
             auth_enabled: self.server.auth,
             auth: self.auth.clone(),
             gateway,
+            fleet,
+            alerts: self.alerts.clone(),
+            watchdog: self.watchdog.clone(),
+            digest: self.digest.clone(),
         })
     }
 }

@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod config;
 mod demo;
+mod fleet_role;
 mod mock;
 mod serve;
 mod server;

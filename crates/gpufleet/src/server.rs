@@ -31,26 +31,30 @@ pub struct Roles {
     pub collector: bool,
     /// The inference gateway: its routes on the API listener and the async-job workers.
     pub gateway: bool,
+    /// Fleet health: host registry, health/metrics workers, alerts, watchdog, digest.
+    pub fleet: bool,
 }
 
 impl Roles {
     /// Everything (`gpufleet up`).
-    pub const ALL: Roles = Roles { api: true, collector: true, gateway: true };
+    pub const ALL: Roles = Roles { api: true, collector: true, gateway: true, fleet: true };
+    const NONE: Roles = Roles { api: false, collector: false, gateway: false, fleet: false };
 
-    /// Parses `api,collector,gateway` (any non-empty subset; `all` for every role).
+    /// Parses `api,collector,gateway,fleet` (any non-empty subset; `all` for every role).
     pub fn parse(text: &str) -> Result<Roles> {
-        let mut r = Roles { api: false, collector: false, gateway: false };
+        let mut r = Roles::NONE;
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "api" => r.api = true,
                 "collector" => r.collector = true,
                 "gateway" => r.gateway = true,
+                "fleet" => r.fleet = true,
                 "all" => r = Roles::ALL,
-                other => anyhow::bail!("--roles: unknown role {other:?}; the roles are api, collector, gateway (or all)"),
+                other => anyhow::bail!("--roles: unknown role {other:?}; the roles are api, collector, gateway, fleet (or all)"),
             }
         }
-        if r == (Roles { api: false, collector: false, gateway: false }) {
-            anyhow::bail!("--roles: name at least one role (api, collector, gateway)");
+        if r == Roles::NONE {
+            anyhow::bail!("--roles: name at least one role (api, collector, gateway, fleet)");
         }
         Ok(r)
     }
@@ -58,7 +62,7 @@ impl Roles {
 
 impl std::fmt::Display for Roles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = [(self.api, "api"), (self.collector, "collector"), (self.gateway, "gateway")]
+        let names: Vec<&str> = [(self.api, "api"), (self.collector, "collector"), (self.gateway, "gateway"), (self.fleet, "fleet")]
             .into_iter()
             .filter_map(|(on, n)| on.then_some(n))
             .collect();
@@ -170,6 +174,13 @@ pub async fn start_roles(settings: &Settings, roles: Roles, shutdown: Shutdown) 
         None
     };
 
+    let fleet = if roles.fleet {
+        let audit = auth.as_ref().map(|a| a.audit_log().clone());
+        Some(crate::fleet_role::start(settings, &mut supervisor, audit).await?)
+    } else {
+        None
+    };
+
     let listener = if roles.api {
         let api_settings = ApiSettings {
             topic,
@@ -182,6 +193,9 @@ pub async fn start_roles(settings: &Settings, roles: Roles, shutdown: Shutdown) 
         let mut state = AppState::new(broker.clone(), store.clone(), metrics, api_settings).with_workers(supervisor.status_handle());
         if let Some(g) = &gateway {
             state = state.with_gateway(g.clone());
+        }
+        if let Some(f) = &fleet {
+            state = state.with_fleet(f.fleet.clone()).with_insight(f.insight.clone());
         }
         if let Some(a) = &auth {
             state = state.with_auth(a.clone());

@@ -19,6 +19,7 @@ mod audit;
 mod broker;
 mod export;
 mod fleet;
+mod insight;
 mod gpus;
 mod ingest;
 mod keys;
@@ -99,6 +100,14 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/api/v1/fleet/summary", Need(FleetRead, T)),
     r("GET", "/api/v1/fleet/workers/status", Need(FleetRead, T)),
     r("GET", "/api/v1/fleet/events", Need(FleetRead, T)),
+    // Scores, trends, alerts and silences (`gpufleet-insight`).
+    r("GET", "/api/v1/hosts/{id}/score", Need(FleetRead, T)),
+    r("GET", "/api/v1/hosts/{id}/trends", Need(FleetRead, T)),
+    r("GET", "/api/v1/fleet/score", Need(FleetRead, T)),
+    r("GET", "/api/v1/alerts", Need(FleetRead, T)),
+    r("GET", "/api/v1/silences", Need(FleetRead, T)),
+    r("POST", "/api/v1/silences", Need(FleetWrite, T)),
+    r("DELETE", "/api/v1/silences/{id}", Need(FleetWrite, T)),
 ];
 
 /// Inference calls: POSTs that change nothing in gpufleet (the answer is the model's). They are
@@ -130,6 +139,7 @@ pub fn app(state: AppState) -> Router {
         .merge(system::router())
         .merge(gpus::router())
         .merge(fleet::router())
+        .merge(insight::router())
         .merge(ingest::router())
         .merge(export::router())
         .merge(broker::router())

@@ -94,8 +94,14 @@ async fn fixture_with(limits: RateLimitConfig) -> Fixture {
     let (fleet, _fleet_workers) = gpufleet_fleet::Fleet::open(fleet_store, leases, gpufleet_fleet::FleetSettings::default()).await.unwrap();
     let node1 = gpufleet_fleet::HostInput { name: "node-1".into(), agent_url: "http://127.0.0.1:9".into(), ..Default::default() };
     fleet.register(&node1).await.unwrap();
+    // Scores, trends and alerts over that registry.
+    let alert_settings = gpufleet_insight::config::AlertsConfig::default().validate().unwrap();
+    let alert_store = Arc::new(gpufleet_insight::alert::MemoryAlertStore::new(100));
+    let alerts = Arc::new(gpufleet_insight::alert::AlertService::open(&alert_settings, alert_store, crate::state::now_ms()).await.unwrap());
+    let (source, _cache) = gpufleet_insight::fleet_adapter::FleetSource::new(fleet.clone());
+    let insight = Arc::new(gpufleet_insight::Insight::new(source.clone(), source, None, alerts));
     let settings = ApiSettings { body_limit_bytes: 64 * 1024, ..ApiSettings::default() };
-    let state = AppState::new(broker, store, PipelineMetrics::default(), settings).with_auth(auth).with_gateway(gw).with_fleet(fleet);
+    let state = AppState::new(broker, store, PipelineMetrics::default(), settings).with_auth(auth).with_gateway(gw).with_fleet(fleet).with_insight(insight);
     Fixture { _mock: mock, _dir: dir, state, keys, _supervisor: supervisor }
 }
 
@@ -338,10 +344,16 @@ async fn request_for(f: &Fixture, spec: &RouteSpec) -> Request<Body> {
         };
         path = path.replace("{id}", &name);
     }
+    if path == "/api/v1/silences/{id}" {
+        let (s, v) = call_json(f, Request::post("/api/v1/silences").body(Body::from(SILENCE)).unwrap()).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        path = path.replace("{id}", v["id"].as_str().unwrap());
+    }
     // A DLQ id that does not exist: the guard is what is checked (404 after it, not 401/403).
     let path = path.replace("{id}", "00000000000000000000000000000000");
     let path = match spec.path {
         "/api/v1/telemetry/aggregate" => format!("{path}?metric=DCGM_FI_DEV_GPU_UTIL"),
+        "/api/v1/hosts/{id}/trends" => format!("{path}?metric=disk_used_pct&range=7d"),
         _ => path,
     };
     let body = match (spec.method, spec.path) {
@@ -352,11 +364,14 @@ async fn request_for(f: &Fixture, spec: &RouteSpec) -> Request<Body> {
         ("POST", "/v1/embeddings") => Body::from(r#"{"model":"m1","input":"hi"}"#),
         ("POST", "/api/v1/hosts") => Body::from(format!(r#"{{"name":"new-{:08x}","agent_url":"http://127.0.0.1:9"}}"#, rand::random::<u32>())),
         ("PUT", "/api/v1/hosts/{id}") => Body::from(r#"{"watchdog":true}"#),
+        ("POST", "/api/v1/silences") => Body::from(SILENCE),
         _ => Body::empty(),
     };
     let ctype = if spec.path.starts_with("/v1/") { "application/json" } else { "text/csv" };
     Request::builder().method(spec.method).uri(path).header("content-type", ctype).body(body).unwrap()
 }
+
+const SILENCE: &str = r#"{"matchers":[{"label":"host","value":"node-1"}],"duration":"1h","comment":"maintenance"}"#;
 
 const CHAT: &str = r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
 
