@@ -110,10 +110,12 @@ pub enum Command {
     },
     /// List hosts.
     Hosts {
+        #[command(subcommand)]
+        command: Option<crate::hosts_cmd::HostsCommand>,
         #[command(flatten)]
         server: ServerArg,
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
     },
     /// Time series of one GPU.

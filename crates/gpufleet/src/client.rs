@@ -155,19 +155,6 @@ pub async fn gpus(server: &ServerArg, host: Option<String>, json: bool) -> Resul
     Ok(())
 }
 
-/// `gpufleet hosts`
-pub async fn hosts(server: &ServerArg, json: bool) -> Result<()> {
-    let v = get_json(server, "/api/v1/hosts").await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> =
-        v["hosts"].as_array().map(|a| a.iter().map(|h| vec![s(h, "/host"), s(h, "/gpus"), s(h, "/stale_gpus"), s(h, "/last_seen")]).collect()).unwrap_or_default();
-    table(&["HOST", "GPUS", "STALE", "LAST SAMPLE"], &rows);
-    Ok(())
-}
-
 /// `gpufleet telemetry`
 pub async fn telemetry(a: &crate::cli::TelemetryArgs) -> Result<()> {
     let metric = if a.metric.is_empty() { None } else { Some(a.metric.join(",")) };

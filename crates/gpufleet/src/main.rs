@@ -14,6 +14,7 @@ mod client;
 mod config;
 mod demo;
 mod fleet_role;
+mod hosts_cmd;
 mod mock;
 mod serve;
 mod server;
@@ -147,7 +148,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Gpus { server, host, json } => client::gpus(server, host.clone(), *json).await,
-        Command::Hosts { server, json } => client::hosts(server, *json).await,
+        Command::Hosts { server, command, json } => hosts_cmd::run(server, command.as_ref(), *json).await,
         Command::Telemetry(a) => client::telemetry(a).await,
         Command::Topics { server, json } => client::topics(server, *json).await,
         Command::Stats { server, json } => client::stats(server, *json).await,
