@@ -287,6 +287,8 @@ pub enum CertsCommand {
 pub enum BenchCommand {
     /// Telemetry ingest: parse, broker, end-to-end durable ingest, latency, disk, queries, RSS.
     Ingest(crate::bench::IngestBenchArgs),
+    /// Fleet health: one full health cycle over N simulated hosts, beside a tuned asyncio checker.
+    Fleet(crate::bench::FleetBenchArgs),
     /// What authentication, permission check, rate limit and audit add per request (auth on vs off).
     Auth(crate::bench::AuthBenchArgs),
     /// LLM gateway overhead: direct mock vs nginx least_conn proxy vs gpufleet (auth on and off), with wrk.

@@ -192,6 +192,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { command: BenchCommand::Ingest(args) } => bench::ingest(args, &settings).await,
         Command::Bench { command: BenchCommand::Auth(args) } => bench::auth(args).await,
+        Command::Bench { command: BenchCommand::Fleet(args) } => bench::fleet(args).await,
         Command::Bench { command: BenchCommand::Gateway(args) } => bench::gateway(args).await,
     }
 }

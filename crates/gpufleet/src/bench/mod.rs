@@ -4,10 +4,12 @@
 mod auth;
 mod broker_redis;
 mod distributed;
+mod fleet;
 mod gateway;
 mod ingest;
 mod proc;
 
 pub use auth::{run as auth, AuthBenchArgs};
+pub use fleet::{run as fleet, FleetBenchArgs};
 pub use gateway::{run as gateway, GatewayBenchArgs};
 pub use ingest::{ingest, IngestBenchArgs};
