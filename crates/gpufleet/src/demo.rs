@@ -1,7 +1,9 @@
 //! `gpufleet demo`: `up` on a fresh data directory (retention off, since the bundled capture is
 //! from 2025) with three simulated llama.cpp servers behind the inference gateway, a replay of the
 //! bundled real DCGM capture through the streamer, a wait until every sample is stored, one chat
-//! completion through the gateway, then the URLs and commands to look at.
+//! completion through the gateway, a simulated fleet of 12 hosts (one unreachable, one degraded,
+//! one with a filling disk) registered and checked by the health worker, then the URLs and
+//! commands to look at.
 
 use crate::cli::{ServerArg, StreamArgs};
 use crate::config::Settings;
@@ -47,6 +49,11 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
     settings.store.raw_retention = None;
     settings.store.rollup_1m_retention = None;
     settings.store.rollup_1h_retention = None;
+    // Check the simulated fleet every 5 s so its states show quickly.
+    if settings.fleet.health_interval > Duration::from_secs(5) {
+        settings.fleet.health_interval = Duration::from_secs(5);
+        settings.fleet.health_timeout = settings.fleet.health_timeout.min(Duration::from_secs(2));
+    }
     let srv = server::start(&settings, shutdown.clone()).await.context("starting the demo server (is the port taken? try --listen 127.0.0.1:0)")?;
     let addr = srv.addr.context("the demo server has no listener")?;
     let base = format!("{}://{addr}", srv.scheme);
@@ -59,7 +66,7 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
     if let Some(k) = &srv.bootstrap_key {
         println!("admin key of this demo (shown once): {k}\n  export GPUFLEET_API_KEY={k}");
     }
-    let server_arg = ServerArg { server: base.clone(), api_key, ca_cert: None };
+    let server_arg = ServerArg { server: base.clone(), api_key: api_key.clone(), ca_cert: None };
     let api = client::Client::new(&server_arg)?;
 
     let csv = settings.data_dir.join("demo_dcgm.csv");
@@ -88,10 +95,26 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
         mocks.len(),
         answer.pointer("/choices/0/message/content").and_then(|v| v.as_str()).unwrap_or("")
     );
+    // A simulated fleet: 12 agents on loopback, registered in the registry.
+    let sd = shutdown.clone();
+    let fleet_cfg = gpufleet_agent::SimFleetConfig {
+        hosts: 12,
+        assign: vec![
+            (3, gpufleet_agent::Scenario::Unreachable),
+            (7, gpufleet_agent::Scenario::Degraded),
+            (9, "disk-filling:2".parse().map_err(|e| anyhow::anyhow!("{e}"))?),
+        ],
+        ..gpufleet_agent::SimFleetConfig::default()
+    };
+    let sim = gpufleet_agent::run_sim_fleet(fleet_cfg, async move { sd.wait().await }).await.context("starting the simulated fleet")?;
+    if let Some(k) = &api_key {
+        gpufleet_agent::register_hosts(&base, k, &sim.hosts()).await.context("registering the simulated hosts")?;
+        println!("fleet: 12 simulated hosts registered (one unreachable, one degraded, one disk filling); health checks every {:?}", settings.fleet.health_interval);
+    }
     let first = gpus.pointer("/gpus/0/uuid").and_then(|v| v.as_str()).unwrap_or("GPU-…").to_owned();
     let host = gpus.pointer("/gpus/0/host").and_then(|v| v.as_str()).unwrap_or("host").to_owned();
     println!(
-        "\nstored {} samples for {} GPUs. Look at:\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/hosts/{host}/gpus\n  {base}/api/v1/gpus/{first}/telemetry?metric=DCGM_FI_DEV_GPU_UTIL\n  {base}/api/v1/telemetry/aggregate?metric=DCGM_FI_DEV_GPU_UTIL&agg=avg\n  {base}/api/v1/broker/topics\n  {base}/metrics\n  {base}/stats\n  {base}/api/v1/openapi.json\n  {base}/api/v1/gateway/backends\n  POST {base}/v1/chat/completions  (OpenAI-compatible; model {DEMO_MODEL})\n(with the key: curl -H \"Authorization: Bearer $GPUFLEET_API_KEY\" …)\nor from a shell:\n  gpufleet gpus --server {base}\n  gpufleet telemetry {first} --metric DCGM_FI_DEV_GPU_UTIL --server {base}",
+        "\nstored {} samples for {} GPUs. Look at:\n  {base}/api/v1/gpus\n  {base}/api/v1/hosts\n  {base}/api/v1/hosts/{host}/gpus\n  {base}/api/v1/gpus/{first}/telemetry?metric=DCGM_FI_DEV_GPU_UTIL\n  {base}/api/v1/telemetry/aggregate?metric=DCGM_FI_DEV_GPU_UTIL&agg=avg\n  {base}/api/v1/broker/topics\n  {base}/metrics\n  {base}/stats\n  {base}/api/v1/openapi.json\n  {base}/api/v1/gateway/backends\n  {base}/api/v1/fleet/summary\n  {base}/api/v1/alerts\n  {base}/api/v1/hosts/sim-host-00000/score\n  POST {base}/v1/chat/completions  (OpenAI-compatible; model {DEMO_MODEL})\n(with the key: curl -H \"Authorization: Bearer $GPUFLEET_API_KEY\" …)\nor from a shell:\n  gpufleet gpus --server {base}\n  gpufleet telemetry {first} --metric DCGM_FI_DEV_GPU_UTIL --server {base}",
         summary.samples,
         gpus["count"]
     );
@@ -101,6 +124,7 @@ pub async fn run(mut settings: Settings, data_dir_given: bool, exit_after_replay
         println!("\nCtrl-C to stop.");
     }
     let result = srv.wait().await;
+    sim.stop().await;
     for m in mocks {
         m.stop().await;
     }
