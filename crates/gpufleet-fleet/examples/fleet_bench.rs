@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p gpufleet-fleet --example fleet_bench -- --hosts 10000 \
-//!     [--base-port 20000] [--concurrency 256] [--warm 3] [--threads 2] [--sim-threads 2]
+//!     [--base-port 20000] [--concurrency 256] [--warm 3] [--keepalive 4096] [--threads 2] [--sim-threads 2]
 //! ```
 //!
 //! Without `--base-port` the kernel picks each simulated host's port (no clash with other
@@ -31,7 +31,12 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--serve") {
         return serve(hosts, base_port, sim_threads);
     }
-    let opts = BenchOptions { concurrency: arg(&args, "--concurrency", 256), warm_cycles: arg(&args, "--warm", 3), ..BenchOptions::default() };
+    let opts = BenchOptions {
+        concurrency: arg(&args, "--concurrency", 256),
+        warm_cycles: arg(&args, "--warm", 3),
+        keepalive: arg(&args, "--keepalive", 4096),
+        ..BenchOptions::default()
+    };
     let threads: usize = arg(&args, "--threads", 2);
 
     let mut child = Command::new(std::env::current_exe()?)
@@ -62,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     let mut json = serde_json::to_value(&report)?;
     json["checker_rss_mb"] = serde_json::json!(peak_rss_mb());
     json["concurrency"] = serde_json::json!(opts.concurrency);
+    json["keepalive"] = serde_json::json!(opts.keepalive);
     // CPU over registration and every cycle: the checker's (this process) and the fleet's.
     json["checker_cpu_s"] = serde_json::json!(self_cpu);
     json["fleet_cpu_s"] = serde_json::json!(fleet_cpu);

@@ -29,11 +29,13 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Warm cycles after the first. Default 3.
     pub warm_cycles: usize,
+    /// Idle keep-alive connections kept (`agent_keepalive`). Default 4096.
+    pub keepalive: usize,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { concurrency: 256, timeout: Duration::from_secs(5), warm_cycles: 3 }
+        Self { concurrency: 256, timeout: Duration::from_secs(5), warm_cycles: 3, keepalive: 4096 }
     }
 }
 
@@ -68,6 +70,7 @@ pub async fn run_cycle_bench(hosts: &[(String, String)], opts: &BenchOptions, di
         health_concurrency: opts.concurrency,
         health_timeout: format!("{}ms", opts.timeout.as_millis().max(1)),
         health_interval: format!("{}ms", interval.as_millis()),
+        agent_keepalive: opts.keepalive,
         ..FleetConfig::default()
     };
     let settings = cfg.validate().map_err(|e| FleetError::invalid(e.field.clone(), e.problem))?;

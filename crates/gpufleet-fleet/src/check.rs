@@ -1,12 +1,13 @@
 //! Talking to agents: the one shared HTTP client ([`agent_client`]), one health check of one host
 //! with its tries ([`Checker::check`]), and one host-metrics fetch ([`Checker::host_metrics`]).
 //!
-//! # Client
-//! One `reqwest` client for every agent: HTTP/1.1 keep-alive with at most one idle connection per
-//! agent (a check is one request at a time; 10,000 agents then hold 10,000 descriptors at most),
-//! `TCP_NODELAY`, no proxy, the per-try timeout as connect and request timeout. Idle connections
-//! live 90 s, so with the default 30 s cycle each check reuses the last cycle's connection when the
-//! agent kept it open.
+//! # Clients
+//! `http://` agents go through one shared [`AgentHttp`] (keep-alive, at most one idle connection
+//! per agent, small buffers, no background tasks; see [`crate::agent_http`]); `https://` agents
+//! through one shared `reqwest` client ([`agent_client`]: rustls, the same keep-alive policy).
+//! Idle connections live [`IDLE_TIMEOUT`], so with the default 30 s cycle a check reuses the last
+//! cycle's connection when the agent kept it open; at most `agent_keepalive` of them are kept
+//! (each costs ~19 KB of buffers: 4096 idle connections ≈ 80 MB).
 //!
 //! # Tries
 //! A try is one `GET {agent_url}/health` within `health_timeout`. On failure the checker waits
@@ -16,6 +17,7 @@
 //! Answers are read up to 4 MiB; anything else is a bad answer. Reports are parsed without the
 //! `detail` of `ok` components ([`crate::lean`]).
 
+use crate::agent_http::{AgentHttp, HttpError, Target};
 use crate::classify::{classify, reason, CheckError};
 use crate::config::FleetSettings;
 use crate::error::FleetError;
@@ -24,16 +26,19 @@ use crate::model::{CheckResult, Host, HostState, StateChange};
 use gpufleet_agent::wire::{HealthReport, HostMetrics};
 use gpufleet_core::time::now_ms;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest answer read from an agent.
 pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// How long an idle keep-alive connection to an agent is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The HTTP client shared by the fleet workers (see the module docs).
 pub fn agent_client(settings: &FleetSettings) -> Result<reqwest::Client, FleetError> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(1)
-        .pool_idle_timeout(Some(Duration::from_secs(90)))
+        .pool_idle_timeout(Some(IDLE_TIMEOUT))
         .tcp_nodelay(true)
         .connect_timeout(settings.health_timeout)
         .timeout(settings.health_timeout)
@@ -58,6 +63,7 @@ pub struct CheckOutcome {
 /// Checks hosts and fetches their metrics.
 #[derive(Clone, Debug)]
 pub struct Checker {
+    http: Arc<AgentHttp>,
     client: reqwest::Client,
     timeout: Duration,
     backoff: Duration,
@@ -66,9 +72,11 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker over `client` with the settings' timeouts, tries and agent token.
-    pub fn new(client: reqwest::Client, settings: &FleetSettings) -> Self {
+    /// A checker over `http` (for `http://` agents) and `client` (for the others) with the
+    /// settings' timeouts, tries and agent token.
+    pub fn new(http: Arc<AgentHttp>, client: reqwest::Client, settings: &FleetSettings) -> Self {
         Self {
+            http,
             client,
             timeout: settings.health_timeout,
             backoff: settings.health_retry_backoff,
@@ -79,13 +87,12 @@ impl Checker {
 
     /// Checks `host` (see the module docs for tries) and classifies it.
     pub async fn check(&self, host: &Host) -> CheckOutcome {
-        let url = format!("{}/health", host.agent_url);
         let mut failures = host.consecutive_failures;
         let mut tries = 0u32;
         loop {
             tries += 1;
             let started = Instant::now();
-            let answer: Result<HealthReport, CheckError> = self.get_json::<LeanReport>(&url, false).await.map(|r| r.0);
+            let answer: Result<HealthReport, CheckError> = self.get_json::<LeanReport>(&host.agent_url, "/health", false).await.map(|r| r.0);
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             let done = match &answer {
                 Ok(_) => true,
@@ -122,12 +129,27 @@ impl Checker {
 
     /// `GET {agent_url}/metrics/host` (with the agent token when one is configured), one try.
     pub async fn host_metrics(&self, host: &Host) -> Result<HostMetrics, CheckError> {
-        self.get_json(&format!("{}/metrics/host", host.agent_url), true).await
+        self.get_json(&host.agent_url, "/metrics/host", true).await
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, url: &str, with_token: bool) -> Result<T, CheckError> {
+    async fn get_json<T: DeserializeOwned>(&self, agent_url: &str, path: &str, with_token: bool) -> Result<T, CheckError> {
+        let token = self.token.as_deref().filter(|_| with_token);
+        let Some(target) = Target::parse(agent_url) else {
+            return self.get_json_reqwest(&format!("{agent_url}{path}"), token).await;
+        };
+        let (status, body) = self.http.get(&target, path, token, self.timeout, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            HttpError::NoAnswer(m) => CheckError::no_answer(m),
+            HttpError::BadAnswer(m) => CheckError::bad_answer(m),
+        })?;
+        if !status.is_success() {
+            return Err(CheckError::bad_answer(format!("agent answered HTTP {status}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| CheckError::bad_answer(format!("agent answer is not valid: {e}")))
+    }
+
+    async fn get_json_reqwest<T: DeserializeOwned>(&self, url: &str, token: Option<&str>) -> Result<T, CheckError> {
         let mut req = self.client.get(url).timeout(self.timeout);
-        if let (true, Some(t)) = (with_token, &self.token) {
+        if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         let mut resp = req.send().await.map_err(|e| no_answer(&e, self.timeout))?;

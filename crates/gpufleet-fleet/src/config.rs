@@ -13,6 +13,7 @@
 //! history_retention = "30d"    # health checks and state-change events
 //! metrics_retention = "90d"    # whole monthly partitions older than this are dropped
 //! agent_token = "…"            # sent to agents as `Authorization: Bearer` (metrics, restarts)
+//! agent_keepalive = 4096       # idle keep-alive connections kept to agents (0: none)
 //! [[fleet.hosts]]
 //! name = "gpu-01"
 //! agent_url = "http://10.0.0.5:9100"
@@ -55,6 +56,10 @@ pub struct FleetConfig {
     /// Agent token sent as `Authorization: Bearer` to `/metrics/host` (and used by the watchdog
     /// for restarts). Never logged. Default none.
     pub agent_token: Option<String>,
+    /// Idle keep-alive connections kept to agents, one per agent at most (each holds ~19 KB of
+    /// buffers and a descriptor); agents beyond it get a new connection per check. 0 turns
+    /// keep-alive off. Default 4096.
+    pub agent_keepalive: usize,
     /// Hosts registered (or updated, matched by name) at start. Hosts added through the API are
     /// kept; removing an entry here does not delete the host.
     pub hosts: Vec<HostInput>,
@@ -72,6 +77,7 @@ impl std::fmt::Debug for FleetConfig {
             .field("history_retention", &self.history_retention)
             .field("metrics_retention", &self.metrics_retention)
             .field("agent_token", &self.agent_token.as_ref().map(|_| "<redacted>"))
+            .field("agent_keepalive", &self.agent_keepalive)
             .field("hosts", &self.hosts.len())
             .finish()
     }
@@ -89,6 +95,7 @@ impl Default for FleetConfig {
             history_retention: "30d".into(),
             metrics_retention: "90d".into(),
             agent_token: None,
+            agent_keepalive: 4096,
             hosts: Vec::new(),
         }
     }
@@ -159,6 +166,8 @@ pub struct FleetSettings {
     pub metrics_retention: Duration,
     /// Agent token.
     pub agent_token: Option<AgentToken>,
+    /// At most 1,000,000.
+    pub agent_keepalive: usize,
     /// Config hosts, validated, unique names.
     pub hosts: Vec<HostSpec>,
 }
@@ -197,6 +206,9 @@ impl FleetConfig {
             Some(t) => Some(AgentToken::new(t.trim())),
             None => None,
         };
+        if self.agent_keepalive > 1_000_000 {
+            return Err(bad("agent_keepalive", format!("{} must be 0 to 1000000", self.agent_keepalive)));
+        }
         let mut names = BTreeSet::new();
         let mut hosts = Vec::with_capacity(self.hosts.len());
         for (i, h) in self.hosts.iter().enumerate() {
@@ -219,6 +231,7 @@ impl FleetConfig {
             history_retention,
             metrics_retention,
             agent_token,
+            agent_keepalive: self.agent_keepalive,
             hosts,
         })
     }
@@ -290,6 +303,7 @@ maintenance = true
             ("metrics_retention = \"7d\"", "fleet.metrics_retention"),
             ("metrics_interval = \"0s\"", "fleet.metrics_interval"),
             ("agent_token = \" \"", "fleet.agent_token"),
+            ("agent_keepalive = 2000000", "fleet.agent_keepalive"),
             ("[[fleet.hosts]]\nname = \"a\"\nagent_url = \"gopher://x\"", "fleet.hosts[0].agent_url"),
             ("[[fleet.hosts]]\nname = \"a\"\nagent_url = \"http://x\"\n[[fleet.hosts]]\nname = \"a\"\nagent_url = \"http://y\"", "fleet.hosts[1].name"),
         ];

@@ -2,7 +2,8 @@
 //! name, the summary, history and events, worker status, the event broadcasts and the latest host
 //! metrics — and [`FleetWorkers`], the three workers the binary spawns under its supervisor.
 
-use crate::check::agent_client;
+use crate::agent_http::AgentHttp;
+use crate::check::{agent_client, Checker, IDLE_TIMEOUT};
 use crate::config::{AgentToken, FleetSettings};
 use crate::error::FleetError;
 use crate::health_worker::HealthWorker;
@@ -44,6 +45,7 @@ pub struct Fleet {
     leases: Arc<dyn LeaseStore>,
     settings: FleetSettings,
     client: reqwest::Client,
+    http: Arc<AgentHttp>,
     holder: String,
     events: broadcast::Sender<StateChange>,
     checks: broadcast::Sender<Arc<[CheckResult]>>,
@@ -65,6 +67,7 @@ impl Fleet {
     /// [`crate::LocalLeases`] for a single server.
     pub fn new(store: Arc<dyn FleetStore>, leases: Arc<dyn LeaseStore>, settings: FleetSettings) -> Result<(Arc<Fleet>, FleetWorkers), FleetError> {
         let client = agent_client(&settings)?;
+        let http = Arc::new(AgentHttp::new(IDLE_TIMEOUT, settings.agent_keepalive));
         let holder = format!("pid{}-{:016x}", std::process::id(), rand::random::<u64>());
         let fleet = Arc::new(Fleet {
             health: WorkerStats::new(crate::health_worker::HEALTH_LEASE, settings.health_interval),
@@ -74,6 +77,7 @@ impl Fleet {
             leases,
             settings,
             client,
+            http,
             holder,
             events: broadcast::channel(EVENT_CAPACITY).0,
             checks: broadcast::channel(CHECK_BATCH_CAPACITY).0,
@@ -139,6 +143,16 @@ impl Fleet {
     /// The HTTP client shared with the agents (reuse it to call agents, e.g. for restarts).
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// A checker over this fleet's shared clients.
+    pub fn checker(&self) -> Checker {
+        Checker::new(self.http.clone(), self.client.clone(), &self.settings)
+    }
+
+    /// The shared client of `http://` agents.
+    pub fn agent_http(&self) -> &Arc<AgentHttp> {
+        &self.http
     }
 
     /// The agent token from the config.

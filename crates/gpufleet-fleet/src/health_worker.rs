@@ -75,7 +75,7 @@ pub struct HealthWorker {
 
 impl HealthWorker {
     pub(crate) fn new(fleet: Arc<Fleet>) -> Self {
-        let checker = Arc::new(Checker::new(fleet.client().clone(), fleet.settings()));
+        let checker = Arc::new(fleet.checker());
         Self { fleet, checker }
     }
 
@@ -136,6 +136,7 @@ impl HealthWorker {
             while tasks.join_next().await.is_some() {}
         };
         let (_, written) = tokio::join!(checks, self.write(rx, started));
+        self.fleet.agent_http().evict_idle();
         let mut report = written?;
         report.seconds = started.elapsed().as_secs_f64();
         info!(hosts = report.hosts, answered = report.answered, changes = report.changes, seconds = report.seconds, "health cycle done");

@@ -15,7 +15,8 @@
 //! - [`config`]: [`FleetConfig`] (`[fleet]`) → [`FleetSettings`].
 //! - [`store`]: [`FleetStore`], [`SqliteFleetStore`], [`PostgresFleetStore`].
 //! - [`metric_row`]: the stored host metrics and their names; [`month`]: partition months.
-//! - [`check`]: the shared agent HTTP client and one host's check with its tries.
+//! - [`agent_http`]: the keep-alive HTTP/1.1 client of `http://` agents.
+//! - [`check`]: one host's check with its tries, and the `reqwest` client of `https://` agents.
 //! - [`health_worker`], [`metrics_worker`], [`maintenance_worker`]: the three workers.
 //! - [`fleet`]: [`Fleet`], the facade; [`summary`]: [`FleetSummary`]; [`stats`]: worker status.
 //! - [`lease`]: [`LocalLeases`] for a single server.
@@ -24,6 +25,7 @@
 //! - [`error`] — [`FleetError`].
 
 
+pub mod agent_http;
 pub mod bench;
 pub mod check;
 pub mod classify;

@@ -54,7 +54,7 @@ pub struct MetricsWorker {
 
 impl MetricsWorker {
     pub(crate) fn new(fleet: Arc<Fleet>) -> Self {
-        let checker = Arc::new(Checker::new(fleet.client().clone(), fleet.settings()));
+        let checker = Arc::new(fleet.checker());
         Self { fleet, checker }
     }
 
