@@ -1,34 +1,36 @@
-//! [`Upstream`]: the HTTP client on the proxy's hot path — hyper 1 through hyper-util's pooled
-//! client, plain HTTP and HTTPS (rustls with the ring provider and the Mozilla roots of
-//! `webpki-roots`, the same roots reqwest used) over one keep-alive pool, `TCP_NODELAY` on.
+//! [`Upstream`]: the HTTP client on the proxy's hot path — hyper 1 HTTP/1 connections, plain
+//! or TLS (rustls with the ring provider and the Mozilla roots of `webpki-roots`, the roots
+//! reqwest used), `TCP_NODELAY` on, kept alive in a per-backend pool and driven by the request
+//! that uses them, not by a task of their own ([`conn`] says why).
 //!
 //! Everything that can be decided once per backend is decided at start ([`Target`]): the
-//! absolute URI of each OpenAI endpoint, the `Host` header, the `Authorization` header (the
+//! origin-form URI of each OpenAI endpoint, the `Host` header, the `Authorization` header (the
 //! backend's API key, or the user and password of its URL). A request then costs no URL parsing
-//! and no string formatting: it clones three shared values and the body's [`Bytes`] handle.
+//! and no string formatting: it clones shared values and the body's [`Bytes`] handle.
 //!
-//! The health/capacity probe keeps using reqwest (`Gateway::client`): it runs a few times a second,
-//! not per request. This module owns no retry, timeout or breaker logic (that is `proxy.rs`);
-//! the connect timeout is the connector's.
+//! A request that finds its pooled connection closed by the backend before it was written
+//! takes the next one (or a new one); every other failure is the caller's to judge (retry,
+//! breaker). The health/capacity probe keeps using reqwest (`Gateway::client`): it runs a few
+//! times a second, not per request.
+
+mod conn;
 
 use crate::config::{BackendSettings, GatewaySettings};
 use crate::proxy::Endpoint;
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
-use axum::http::{HeaderValue, Method, Request, Uri};
+use axum::http::{response, HeaderValue, Method, Request, Uri};
 use bytes::Bytes;
+pub(crate) use conn::BodyReader;
+use conn::{Conn, IdlePool};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::percent_decode_str;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio_rustls::rustls;
-
-/// The body of a backend's answer, read as it arrives.
-pub(crate) type UpstreamBody = Incoming;
+use tower::ServiceExt;
 
 /// How long an idle upstream connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -52,20 +54,42 @@ pub(crate) enum UpstreamError {
     Tls(#[from] rustls::Error),
 }
 
-/// What is sent to one backend, prepared at start.
-#[derive(Debug)]
+/// A request that got no response head. Messages hold no URL (it may carry credentials).
+#[derive(Debug, Error)]
+#[error("{message}")]
+pub(crate) struct SendError {
+    /// No connection could be made (TCP, TLS, connect timeout): the request was not sent.
+    pub(crate) connect: bool,
+    /// What happened, with its causes.
+    pub(crate) message: String,
+}
+
+impl SendError {
+    fn connect(message: String) -> Self {
+        Self {
+            connect: true,
+            message,
+        }
+    }
+}
+
+/// What is sent to one backend, prepared at start, and its idle connections.
 struct Target {
-    /// Absolute URIs of chat, completions and embeddings, in [`Endpoint`] order.
-    uris: [Uri; 3],
-    /// `host[:port]` as hyper would write it.
+    /// `scheme://authority`, what the connector dials.
+    origin: Uri,
+    /// Origin-form URIs (path only) of chat, completions and embeddings, in [`Endpoint`] order.
+    paths: [Uri; 3],
+    /// `host[:port]` as a client writes it (no port when it is the scheme's default).
     host: HeaderValue,
     /// `Bearer <api_key>`, or `Basic …` from the URL's user info; marked sensitive.
     auth: Option<HeaderValue>,
+    pool: Arc<IdlePool>,
 }
 
-/// The pooled upstream client with one prepared [`Target`] per backend (config order).
+/// The upstream client with one prepared [`Target`] per backend (config order).
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    connect_timeout: Duration,
     targets: Vec<Target>,
 }
 
@@ -83,6 +107,18 @@ fn endpoint_index(e: Endpoint) -> usize {
         Endpoint::Completions => 1,
         Endpoint::Embeddings => 2,
     }
+}
+
+/// An error and its sources, `: `-separated (hyper's own message is only the outermost layer).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
 }
 
 impl Upstream {
@@ -118,34 +154,30 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let per_host = settings
-            .backends
-            .iter()
-            .map(|b| b.max_concurrency as usize)
-            .max()
-            .unwrap_or(1)
-            .max(32);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(per_host)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Ok(Self { client, targets })
+        Ok(Self {
+            connector,
+            connect_timeout: settings.connect_timeout,
+            targets,
+        })
     }
 
-    /// Starts `POST <backend><endpoint>` with `body`; `stream` asks for `text/event-stream`.
-    /// `backend` is the backend's index in the settings (`Backend::idx`).
-    pub(crate) fn post(
+    /// `POST <backend><endpoint>` with `body` (`stream` asks for `text/event-stream`): the
+    /// response head and a reader of its body. `backend` is the backend's index in the settings
+    /// (`Backend::idx`).
+    pub(crate) async fn post(
         &self,
         backend: usize,
         endpoint: Endpoint,
         body: Bytes,
         stream: bool,
-    ) -> Option<ResponseFuture> {
-        let t = self.targets.get(backend)?;
+    ) -> Result<(response::Parts, BodyReader), SendError> {
+        let t = self.targets.get(backend).ok_or_else(|| SendError {
+            connect: true,
+            message: format!("no upstream target #{backend}"),
+        })?;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = t.uris[endpoint_index(endpoint)].clone();
+        *req.uri_mut() = t.paths[endpoint_index(endpoint)].clone();
         let h = req.headers_mut();
         h.insert(HOST, t.host.clone());
         h.insert(CONTENT_TYPE, JSON);
@@ -155,7 +187,52 @@ impl Upstream {
         if stream {
             h.insert(ACCEPT, EVENT_STREAM);
         }
-        Some(self.client.request(req))
+        // Bounded: every turn either uses up an idle connection or ends (a new one).
+        loop {
+            let mut conn = match t.pool.take() {
+                Some(c) => c,
+                None => self.connect(t).await?,
+            };
+            if let Err(e) = conn.ready().await {
+                if conn.reused {
+                    continue; // closed while idle
+                }
+                return Err(SendError::connect(chain(&e)));
+            }
+            match conn.send(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    return Ok((parts, BodyReader::new(body, conn, t.pool.clone())));
+                }
+                // Never written on a kept-alive connection the backend had closed: next one.
+                Err((_, Some(back))) if conn.reused => req = back,
+                Err((e, _)) => {
+                    return Err(SendError {
+                        connect: false,
+                        message: chain(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, t: &Target) -> Result<Conn, SendError> {
+        let dial = self.connector.clone().oneshot(t.origin.clone());
+        let io = match tokio::time::timeout(self.connect_timeout, dial).await {
+            Err(_) => return Err(SendError::connect("connect timed out".to_owned())),
+            Ok(Err(e)) => return Err(SendError::connect(chain(&*e))),
+            Ok(Ok(io)) => io,
+        };
+        let (send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| SendError::connect(chain(&e)))?;
+        Ok(Conn::new(send, conn))
+    }
+
+    /// Idle connections to a backend (tests).
+    #[cfg(test)]
+    fn idle(&self, backend: usize) -> usize {
+        self.targets[backend].pool.len()
     }
 }
 
@@ -173,14 +250,16 @@ impl Target {
             None => host.to_owned(),
         };
         let base = url.path().trim_end_matches('/');
-        let uri = |e: Endpoint| {
-            Uri::try_from(format!("{}://{authority}{base}{}", url.scheme(), e.path()))
-                .map_err(|_| bad("the url is not a valid HTTP URI"))
+        let origin = Uri::try_from(format!("{}://{authority}", url.scheme()))
+            .map_err(|_| bad("the url is not a valid HTTP URI"))?;
+        let path = |e: Endpoint| {
+            Uri::try_from(format!("{base}{}", e.path()))
+                .map_err(|_| bad("the url's path is not a valid HTTP path"))
         };
-        let uris = [
-            uri(Endpoint::Chat)?,
-            uri(Endpoint::Completions)?,
-            uri(Endpoint::Embeddings)?,
+        let paths = [
+            path(Endpoint::Chat)?,
+            path(Endpoint::Completions)?,
+            path(Endpoint::Embeddings)?,
         ];
         let host = HeaderValue::try_from(authority).map_err(|_| bad("the host is not valid"))?;
         let auth = match (&b.api_key, url.username()) {
@@ -205,7 +284,14 @@ impl Target {
                 Ok::<_, UpstreamError>(v)
             })
             .transpose()?;
-        Ok(Self { uris, host, auth })
+        let max_idle = (b.max_concurrency as usize).max(32);
+        Ok(Self {
+            origin,
+            paths,
+            host,
+            auth,
+            pool: Arc::new(IdlePool::new(max_idle, IDLE_TIMEOUT)),
+        })
     }
 }
 
