@@ -1,10 +1,13 @@
-//! [`LeanReport`]: reads a [`HealthReport`] without the `detail` of its `ok` components.
+//! [`LeanReport`]: reads a [`HealthReport`] without the `detail` of its `ok` components, except
+//! containers and model servers.
 //!
-//! A simulated 8-GPU host's report is ~7 KB, most of it `detail` objects that nothing on the
-//! server reads for healthy components; parsing them into `serde_json::Value` trees was the
-//! largest cost of a 10,000-host cycle. The agent writes `status` before `detail`, so a component
-//! already known to be `ok` has its `detail` skipped unparsed (`IgnoredAny`); any other detail,
-//! or one that comes before its status, is kept.
+//! A simulated 8-GPU host's report is ~7 KB, most of it `detail` objects of CPU, memory, disks
+//! and GPUs that nothing on the server reads while they are `ok`; parsing them into
+//! `serde_json::Value` trees was the largest cost of a 10,000-host cycle. The agent writes `kind`
+//! and `status` before `detail`, so such a component has its `detail` skipped unparsed
+//! (`IgnoredAny`). Kept: every detail of a component that is not `ok`, every container and model
+//! server detail (the watchdog reads container states from them, healthy ones included), and any
+//! detail that comes before its kind or status.
 
 use gpufleet_agent::wire::{Component, ComponentKind, HealthReport, Status};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
@@ -57,6 +60,11 @@ impl<'de> Deserialize<'de> for LeanComponent {
     }
 }
 
+/// Whether an `ok` component of this kind may lose its detail.
+fn skippable(kind: ComponentKind) -> bool {
+    !matches!(kind, ComponentKind::Container | ComponentKind::ModelServer)
+}
+
 struct ComponentVisitor;
 
 impl<'de> Visitor<'de> for ComponentVisitor {
@@ -75,7 +83,7 @@ impl<'de> Visitor<'de> for ComponentVisitor {
                 Field::Kind => kind = Some(map.next_value()?),
                 Field::Status => status = Some(map.next_value()?),
                 Field::Message => message = Some(map.next_value()?),
-                Field::Detail if status == Some(Status::Ok) => {
+                Field::Detail if status == Some(Status::Ok) && kind.is_some_and(skippable) => {
                     map.next_value::<IgnoredAny>()?;
                 }
                 Field::Detail => detail = map.next_value()?,
@@ -85,12 +93,13 @@ impl<'de> Visitor<'de> for ComponentVisitor {
             }
         }
         let status = status.ok_or_else(|| de::Error::missing_field("status"))?;
-        if status == Status::Ok {
+        let kind = kind.ok_or_else(|| de::Error::missing_field("kind"))?;
+        if status == Status::Ok && skippable(kind) {
             detail = serde_json::Value::Null;
         }
         Ok(LeanComponent(Component {
             name: name.ok_or_else(|| de::Error::missing_field("name"))?,
-            kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+            kind,
             status,
             message: message.ok_or_else(|| de::Error::missing_field("message"))?,
             detail,
@@ -120,6 +129,14 @@ mod tests {
         assert_eq!(lean.components[0].detail, serde_json::Value::Null);
         assert_eq!(lean.components[1].detail, json!({"used": 88}));
         assert_eq!(lean.components[1].message, "88 %");
+        let containers = HealthReport::new(
+            "h",
+            "1",
+            5,
+            vec![Component { name: "container:web".into(), kind: ComponentKind::Container, status: Status::Ok, message: "running".into(), detail: json!({"id": "abc"}) }],
+        );
+        let lean = serde_json::from_str::<LeanReport>(&serde_json::to_string(&containers).unwrap()).unwrap().0;
+        assert_eq!(lean.components[0].detail, json!({"id": "abc"}), "container details are kept, ok or not");
     }
 
     #[test]

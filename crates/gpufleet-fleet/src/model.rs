@@ -164,9 +164,10 @@ pub struct CheckResult {
     pub state: HostState,
     /// Duration of the last try, ms (until the answer, the error or the timeout).
     pub latency_ms: f64,
-    /// The agent's components (those that are `ok` without their `detail`, which the health
-    /// worker does not parse). Stores keep only those that are not `ok` (so a healthy check is a
-    /// small row); the broadcast of [`crate::Fleet::subscribe_checks`] carries them all.
+    /// The agent's components; `ok` ones other than containers and model servers without their
+    /// `detail`, which the health worker does not parse. Stores keep only those that are not `ok`
+    /// (so a healthy check is a small row); the broadcast of [`crate::Fleet::subscribe_checks`]
+    /// carries them all.
     pub components: Vec<Component>,
     /// Why no health report was had (`None` when one was).
     pub error: Option<String>,
