@@ -26,8 +26,9 @@ use tracing::info;
 /// Capacity of the state-change broadcast; a subscriber further behind loses the oldest events
 /// (`RecvError::Lagged`) and can read them back from [`Fleet::events`].
 pub const EVENT_CAPACITY: usize = 4096;
-/// Capacity of the check-batch broadcast (batches of up to 1,000 checks).
-pub const CHECK_BATCH_CAPACITY: usize = 64;
+/// Capacity of the check-batch broadcast (batches of up to 1,000 checks; a subscriber further
+/// behind gets `RecvError::Lagged` rather than holding the server's memory).
+pub const CHECK_BATCH_CAPACITY: usize = 16;
 
 /// The workers of one [`Fleet`]; spawn each under the supervisor.
 pub struct FleetWorkers {
