@@ -102,7 +102,7 @@ pub async fn run(args: &FleetBenchArgs) -> Result<()> {
         bail!("the simulated fleet listed {} of {} hosts", hosts.len(), args.hosts);
     }
     let dir = tempfile::tempdir()?;
-    let opts = BenchOptions { concurrency: args.concurrency, timeout: Duration::from_secs(5), warm_cycles: args.cycles };
+    let opts = BenchOptions { concurrency: args.concurrency, timeout: Duration::from_secs(5), warm_cycles: args.cycles, ..BenchOptions::default() };
     eprintln!("gpufleet health cycles ({} warm)…", args.cycles);
     let ours = run_cycle_bench(&hosts, &opts, dir.path()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let baseline = if args.no_baseline { None } else { baseline(args).await.map_err(|e| eprintln!("baseline skipped: {e:#}")).ok() };
