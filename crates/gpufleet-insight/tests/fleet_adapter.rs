@@ -48,7 +48,9 @@ async fn setup() -> Setup {
     }
     .validate()
     .expect("fleet settings");
-    let (fleet, workers) = Fleet::open(store, Arc::new(LocalLeases::new()), settings).await.expect("fleet");
+    // `Fleet::new` (not `open`): no partitions yet, so the test sees one missing until the first
+    // metrics round creates it.
+    let (fleet, workers) = Fleet::new(store, Arc::new(LocalLeases::new()), settings).expect("fleet");
     for (i, h) in sim.hosts().into_iter().enumerate() {
         let input = HostInput { name: h.name, agent_url: h.agent_url, watchdog: Some(i == 1), groups: vec!["gpu".into()], ..HostInput::default() };
         fleet.register(&input).await.expect("register");
