@@ -4,7 +4,7 @@
 //! - Redis: raw `redis-benchmark` XADD (same payload size and pipeline depth) beside our
 //!   `RedisBroker` publish + consume + ack rate, at each `--pipeline` depth ([`super::broker_redis`]);
 //! - PostgreSQL: durable ingest into the partitioned telemetry table through `PostgresStore`, fed
-//!   with collector-sized batches decoded from the seeded synthetic DCGM CSV, by 1 and 2
+//!   with collector-sized batches (`--db-batch-rows`) decoded from the seeded synthetic DCGM CSV, by 1 and 2
 //!   concurrent writers (a collector process runs two by default), into a fresh schema that is
 //!   dropped afterwards.
 
@@ -17,8 +17,6 @@ use gpufleet_telemetry::source::{CsvDecoder, CsvFileReader, DecodeOptions, RowEr
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Rows per batch handed to the store (what a collector merges from one fetch of 20k-row messages).
-const BATCH_ROWS: usize = 20_000;
 /// Writer counts measured.
 const WRITERS: [usize; 2] = [1, 2];
 
@@ -47,7 +45,7 @@ pub async fn run(args: &IngestBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Decodes the synthetic CSV into batches of [`BATCH_ROWS`] rows.
+/// Decodes the synthetic CSV into batches of `--db-batch-rows` rows.
 fn batches(args: &IngestBenchArgs) -> Result<Vec<SampleBatch>> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let path = dir.path().join("dcgm.csv");
@@ -55,7 +53,7 @@ fn batches(args: &IngestBenchArgs) -> Result<Vec<SampleBatch>> {
     let mut reader = CsvFileReader::open(&path)?;
     let mut dec = CsvDecoder::from_header(reader.header(), DecodeOptions { default_host: None, ingest_ms: 0 })?;
     let mut out = Vec::new();
-    while let Some(chunk) = reader.next_chunk(BATCH_ROWS)? {
+    while let Some(chunk) = reader.next_chunk(args.db_batch_rows.max(1))? {
         let mut b = gpufleet_core::BatchBuilder::new();
         let mut errors = RowErrors::default();
         dec.decode(&chunk.bytes, chunk.first_line, &mut b, &mut errors);
@@ -67,7 +65,7 @@ fn batches(args: &IngestBenchArgs) -> Result<Vec<SampleBatch>> {
 
 /// Durable samples/s into PostgreSQL with 1 and 2 writers.
 async fn postgres(url: &str, args: &IngestBenchArgs) -> Result<serde_json::Value> {
-    eprintln!("decoding {} synthetic rows into {BATCH_ROWS}-row batches…", args.rows);
+    eprintln!("decoding {} synthetic rows into {}-row batches…", args.rows, args.db_batch_rows);
     let data = Arc::new(batches(args)?);
     let total: usize = data.iter().map(SampleBatch::len).sum();
     let mut phases = Vec::new();
@@ -91,7 +89,7 @@ async fn postgres(url: &str, args: &IngestBenchArgs) -> Result<serde_json::Value
         }
         phases.push(serde_json::json!({ "writers": writers, "samples": inserted, "seconds": took.as_secs_f64(), "samples_per_s": rate }));
     }
-    Ok(serde_json::json!({ "batch_rows": BATCH_ROWS, "phases": phases, "target_samples_per_s": 200_000 }))
+    Ok(serde_json::json!({ "batch_rows": args.db_batch_rows, "phases": phases, "target_samples_per_s": 200_000 }))
 }
 
 /// Writes every batch with `writers` tasks taking batches in turn; `(wall time, inserted)`.

@@ -78,6 +78,10 @@ pub struct IngestBenchArgs {
     /// With --broker: payload bytes per message (the reference uses 200).
     #[arg(long, default_value_t = 200)]
     pub payload_bytes: usize,
+    /// With --database: rows per store write (a collector merges up to telemetry.fetch_max_messages
+    /// messages into one write, so under backlog its writes are large).
+    #[arg(long, default_value_t = 20_000)]
+    pub db_batch_rows: usize,
     /// With --broker: pipeline depths (publish batch sizes) to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
     pub pipeline: Vec<usize>,
