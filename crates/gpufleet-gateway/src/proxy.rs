@@ -18,13 +18,15 @@
 use crate::balance::{Lease, Pool};
 use crate::error::{ErrorKind, GatewayError};
 use crate::queue::{Priority, WaitSpec};
-use crate::upstream::{chain, BodyReader, SendError};
+use crate::upstream::UpstreamBody;
 use crate::Gateway;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::stream::Stream;
+use http_body_util::{BodyExt, Collected};
+use hyper::body::Body as _;
 use serde::{Deserialize, Serialize};
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -144,17 +146,18 @@ pub(crate) async fn forward(
     }
 }
 
-/// A failure of the upstream client (its messages hold no URL: it may carry credentials).
-fn request_error(e: SendError, backend: &str) -> GatewayError {
-    if e.connect {
+/// A failure of the upstream client, without URLs (they may carry credentials; hyper's errors
+/// hold none).
+fn request_error(e: &hyper_util::client::legacy::Error, backend: &str) -> GatewayError {
+    if e.is_connect() {
         GatewayError::upstream(
             ErrorKind::Connect,
-            format!("backend {backend} unreachable: {e}"),
+            format!("backend {backend} unreachable: {}", chain(e)),
         )
     } else {
         GatewayError::upstream(
             ErrorKind::UpstreamBody,
-            format!("backend {backend} failed: {e}"),
+            format!("backend {backend} failed: {}", chain(e)),
         )
     }
 }
@@ -164,6 +167,18 @@ fn body_error(e: &hyper::Error, backend: &str) -> GatewayError {
         ErrorKind::UpstreamBody,
         format!("backend {backend} failed: {}", chain(e)),
     )
+}
+
+/// An error and its sources, `: `-separated (hyper's own message is only the outermost layer).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
 }
 
 fn timed_out(backend: &str) -> GatewayError {
@@ -177,6 +192,16 @@ fn timed_out(backend: &str) -> GatewayError {
 async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, GatewayError> {
     let backend = lease.backend.clone();
     let name = backend.name();
+    let Some(req) = gw
+        .upstream
+        .post(backend.idx, out.endpoint, out.body.clone(), out.stream)
+    else {
+        lease.neutral();
+        return Err(GatewayError::internal(
+            ErrorKind::Internal,
+            format!("backend {name} has no upstream target"),
+        ));
+    };
     let started = Instant::now();
     let deadline = started + gw.settings.first_byte_timeout;
     let fail = |lease: Lease, e: GatewayError| {
@@ -190,21 +215,19 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         }
         Err(e)
     };
-    let send = gw
-        .upstream
-        .post(backend.idx, out.endpoint, out.body.clone(), out.stream);
-    let (head, reader) = match timeout_at(deadline, send).await {
+    let resp = match timeout_at(deadline, req).await {
         Err(_) => return fail(lease, timed_out(name)),
-        Ok(Err(e)) => return fail(lease, request_error(e, name)),
+        Ok(Err(e)) => return fail(lease, request_error(&e, name)),
         Ok(Ok(r)) => r,
     };
-    let status = head.status;
-    let content_type = head.headers.get(header::CONTENT_TYPE).cloned();
+    let status = resp.status();
+    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        let body = timeout_at(deadline, reader.collect())
+        let body = timeout_at(deadline, resp.into_body().collect())
             .await
             .ok()
             .and_then(Result::ok)
+            .map(Collected::to_bytes)
             .unwrap_or_default();
         if memchr::memmem::find(&body, b"Loading model").is_some() {
             backend.mark_loading();
@@ -229,10 +252,10 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         );
     }
     if !out.stream || !status.is_success() {
-        let body = match timeout_at(deadline, reader.collect()).await {
+        let body = match timeout_at(deadline, resp.into_body().collect()).await {
             Err(_) => return fail(lease, timed_out(name)),
             Ok(Err(e)) => return fail(lease, body_error(&e, name)),
-            Ok(Ok(b)) => b,
+            Ok(Ok(b)) => b.to_bytes(),
         };
         let took = started.elapsed();
         if status.is_success() {
@@ -253,8 +276,8 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
             body,
         });
     }
-    let mut inner = reader;
-    let first = match timeout_at(deadline, poll_fn(|cx| inner.poll_data(cx))).await {
+    let mut inner = resp.into_body();
+    let first = match timeout_at(deadline, poll_fn(|cx| next_data(&mut inner, cx))).await {
         Err(_) => return fail(lease, timed_out(name)),
         Ok(Some(Ok(chunk))) => chunk,
         Ok(Some(Err(e))) => return fail(lease, body_error(&e, name)),
@@ -292,6 +315,24 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
     Ok(Answer::Stream(response))
 }
 
+/// The next non-empty data frame of a backend's body (trailers are skipped).
+fn next_data(
+    body: &mut UpstreamBody,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, hyper::Error>>> {
+    loop {
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                _ => continue,
+            },
+        }
+    }
+}
+
 /// `usage.completion_tokens` if the bytes hold it (the last one wins).
 pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"completion_tokens\"";
@@ -308,7 +349,7 @@ pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
 /// (client gone): the lease is released without a verdict and the upstream request is dropped.
 struct Relay {
     first: Option<Bytes>,
-    inner: BodyReader,
+    inner: UpstreamBody,
     lease: Option<Lease>,
     started: Instant,
     tokens: Option<u64>,
@@ -322,7 +363,7 @@ impl Stream for Relay {
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        match this.inner.poll_data(cx) {
+        match next_data(&mut this.inner, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(n) = completion_tokens(&chunk) {

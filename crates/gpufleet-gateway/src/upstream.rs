@@ -1,36 +1,41 @@
-//! [`Upstream`]: the HTTP client on the proxy's hot path — hyper 1 HTTP/1 connections, plain
-//! or TLS (rustls with the ring provider and the Mozilla roots of `webpki-roots`, the roots
-//! reqwest used), `TCP_NODELAY` on, kept alive in a per-backend pool and driven by the request
-//! that uses them, not by a task of their own ([`conn`] says why).
+//! [`Upstream`]: the HTTP client on the proxy's hot path — hyper 1 through hyper-util's pooled
+//! client (keep-alive pool per backend, idle connections reaped after [`IDLE_TIMEOUT`]), one
+//! connector for plain HTTP and HTTPS: `HttpConnector` with `TCP_NODELAY` and the connect
+//! timeout, under rustls with the ring provider and the Mozilla roots of `webpki-roots` (the
+//! roots reqwest used; `hyper-rustls` and `webpki-roots` were already built as reqwest's
+//! internals, so TLS costs no new dependency).
 //!
 //! Everything that can be decided once per backend is decided at start ([`Target`]): the
-//! origin-form URI of each OpenAI endpoint, the `Host` header, the `Authorization` header (the
+//! absolute URI of each OpenAI endpoint, the `Host` header, the `Authorization` header (the
 //! backend's API key, or the user and password of its URL). A request then costs no URL parsing
 //! and no string formatting: it clones shared values and the body's [`Bytes`] handle.
 //!
-//! A request that finds its pooled connection closed by the backend before it was written
-//! takes the next one (or a new one); every other failure is the caller's to judge (retry,
-//! breaker). The health/capacity probe keeps using reqwest (`Gateway::client`): it runs a few
-//! times a second, not per request.
-
-mod conn;
+//! Dropping a response body before its end closes that connection (hyper does not pool it), so
+//! a client that goes away cancels the work upstream. The health/capacity probe keeps using
+//! reqwest (`Gateway::client`): it runs a few times a second, not per request.
+//!
+//! Tried and not kept: driving each connection from the request's own task (no connection task,
+//! no channel hand-offs) measured the same requests/s and CPU per request as this pooled client
+//! on the benchmark (see `docs/benchmarks.md`), for 220 more lines and no background reaping.
 
 use crate::config::{BackendSettings, GatewaySettings};
 use crate::proxy::Endpoint;
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
-use axum::http::{response, HeaderValue, Method, Request, Uri};
+use axum::http::{HeaderValue, Method, Request, Uri};
 use bytes::Bytes;
-pub(crate) use conn::BodyReader;
-use conn::{Conn, IdlePool};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::percent_decode_str;
-use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio_rustls::rustls;
-use tower::ServiceExt;
+
+/// The body of a backend's answer, read as it arrives.
+pub(crate) type UpstreamBody = Incoming;
 
 /// How long an idle upstream connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,42 +59,20 @@ pub(crate) enum UpstreamError {
     Tls(#[from] rustls::Error),
 }
 
-/// A request that got no response head. Messages hold no URL (it may carry credentials).
-#[derive(Debug, Error)]
-#[error("{message}")]
-pub(crate) struct SendError {
-    /// No connection could be made (TCP, TLS, connect timeout): the request was not sent.
-    pub(crate) connect: bool,
-    /// What happened, with its causes.
-    pub(crate) message: String,
-}
-
-impl SendError {
-    fn connect(message: String) -> Self {
-        Self {
-            connect: true,
-            message,
-        }
-    }
-}
-
-/// What is sent to one backend, prepared at start, and its idle connections.
+/// What is sent to one backend, prepared at start.
+#[derive(Debug)]
 struct Target {
-    /// `scheme://authority`, what the connector dials.
-    origin: Uri,
-    /// Origin-form URIs (path only) of chat, completions and embeddings, in [`Endpoint`] order.
-    paths: [Uri; 3],
-    /// `host[:port]` as a client writes it (no port when it is the scheme's default).
+    /// Absolute URIs of chat, completions and embeddings, in [`Endpoint`] order.
+    uris: [Uri; 3],
+    /// `host[:port]` as hyper would write it.
     host: HeaderValue,
     /// `Bearer <api_key>`, or `Basic …` from the URL's user info; marked sensitive.
     auth: Option<HeaderValue>,
-    pool: Arc<IdlePool>,
 }
 
-/// The upstream client with one prepared [`Target`] per backend (config order).
+/// The pooled upstream client with one prepared [`Target`] per backend (config order).
 pub(crate) struct Upstream {
-    connector: HttpsConnector<HttpConnector>,
-    connect_timeout: Duration,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     targets: Vec<Target>,
 }
 
@@ -107,18 +90,6 @@ fn endpoint_index(e: Endpoint) -> usize {
         Endpoint::Completions => 1,
         Endpoint::Embeddings => 2,
     }
-}
-
-/// An error and its sources, `: `-separated (hyper's own message is only the outermost layer).
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 impl Upstream {
@@ -154,30 +125,34 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Ok(Self {
-            connector,
-            connect_timeout: settings.connect_timeout,
-            targets,
-        })
+        let per_host = settings
+            .backends
+            .iter()
+            .map(|b| b.max_concurrency as usize)
+            .max()
+            .unwrap_or(1)
+            .max(32);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(per_host)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self { client, targets })
     }
 
-    /// `POST <backend><endpoint>` with `body` (`stream` asks for `text/event-stream`): the
-    /// response head and a reader of its body. `backend` is the backend's index in the settings
-    /// (`Backend::idx`).
-    pub(crate) async fn post(
+    /// Starts `POST <backend><endpoint>` with `body`; `stream` asks for `text/event-stream`.
+    /// `backend` is the backend's index in the settings (`Backend::idx`).
+    pub(crate) fn post(
         &self,
         backend: usize,
         endpoint: Endpoint,
         body: Bytes,
         stream: bool,
-    ) -> Result<(response::Parts, BodyReader), SendError> {
-        let t = self.targets.get(backend).ok_or_else(|| SendError {
-            connect: true,
-            message: format!("no upstream target #{backend}"),
-        })?;
+    ) -> Option<ResponseFuture> {
+        let t = self.targets.get(backend)?;
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = t.paths[endpoint_index(endpoint)].clone();
+        *req.uri_mut() = t.uris[endpoint_index(endpoint)].clone();
         let h = req.headers_mut();
         h.insert(HOST, t.host.clone());
         h.insert(CONTENT_TYPE, JSON);
@@ -187,52 +162,7 @@ impl Upstream {
         if stream {
             h.insert(ACCEPT, EVENT_STREAM);
         }
-        // Bounded: every turn either uses up an idle connection or ends (a new one).
-        loop {
-            let mut conn = match t.pool.take() {
-                Some(c) => c,
-                None => self.connect(t).await?,
-            };
-            if let Err(e) = conn.ready().await {
-                if conn.reused {
-                    continue; // closed while idle
-                }
-                return Err(SendError::connect(chain(&e)));
-            }
-            match conn.send(req).await {
-                Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    return Ok((parts, BodyReader::new(body, conn, t.pool.clone())));
-                }
-                // Never written on a kept-alive connection the backend had closed: next one.
-                Err((_, Some(back))) if conn.reused => req = back,
-                Err((e, _)) => {
-                    return Err(SendError {
-                        connect: false,
-                        message: chain(&e),
-                    })
-                }
-            }
-        }
-    }
-
-    async fn connect(&self, t: &Target) -> Result<Conn, SendError> {
-        let dial = self.connector.clone().oneshot(t.origin.clone());
-        let io = match tokio::time::timeout(self.connect_timeout, dial).await {
-            Err(_) => return Err(SendError::connect("connect timed out".to_owned())),
-            Ok(Err(e)) => return Err(SendError::connect(chain(&*e))),
-            Ok(Ok(io)) => io,
-        };
-        let (send, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| SendError::connect(chain(&e)))?;
-        Ok(Conn::new(send, conn))
-    }
-
-    /// Idle connections to a backend (tests).
-    #[cfg(test)]
-    fn idle(&self, backend: usize) -> usize {
-        self.targets[backend].pool.len()
+        Some(self.client.request(req))
     }
 }
 
@@ -250,16 +180,14 @@ impl Target {
             None => host.to_owned(),
         };
         let base = url.path().trim_end_matches('/');
-        let origin = Uri::try_from(format!("{}://{authority}", url.scheme()))
-            .map_err(|_| bad("the url is not a valid HTTP URI"))?;
-        let path = |e: Endpoint| {
-            Uri::try_from(format!("{base}{}", e.path()))
-                .map_err(|_| bad("the url's path is not a valid HTTP path"))
+        let uri = |e: Endpoint| {
+            Uri::try_from(format!("{}://{authority}{base}{}", url.scheme(), e.path()))
+                .map_err(|_| bad("the url is not a valid HTTP URI"))
         };
-        let paths = [
-            path(Endpoint::Chat)?,
-            path(Endpoint::Completions)?,
-            path(Endpoint::Embeddings)?,
+        let uris = [
+            uri(Endpoint::Chat)?,
+            uri(Endpoint::Completions)?,
+            uri(Endpoint::Embeddings)?,
         ];
         let host = HeaderValue::try_from(authority).map_err(|_| bad("the host is not valid"))?;
         let auth = match (&b.api_key, url.username()) {
@@ -284,14 +212,7 @@ impl Target {
                 Ok::<_, UpstreamError>(v)
             })
             .transpose()?;
-        let max_idle = (b.max_concurrency as usize).max(32);
-        Ok(Self {
-            origin,
-            paths,
-            host,
-            auth,
-            pool: Arc::new(IdlePool::new(max_idle, IDLE_TIMEOUT)),
-        })
+        Ok(Self { uris, host, auth })
     }
 }
 
