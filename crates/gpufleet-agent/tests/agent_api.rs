@@ -114,7 +114,10 @@ async fn agent_health_metrics_and_restart() {
     // /health needs no token.
     let r: HealthReport = client.get(format!("{}/health", agent.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(r.host, "test-host");
-    assert_eq!(r.status, Status::Warn, "{r:#?}");
+    // The report's status is its worst component's; the containers and model server below make it
+    // at least warn. (Disks are this machine's real mounts, so one may be fuller than 85 or 95 %.)
+    assert_eq!(Some(r.status), r.components.iter().map(|c| c.status).max(), "{r:#?}");
+    assert!(r.status >= Status::Warn, "{r:#?}");
     let comp = |name: &str| r.components.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no {name} in {r:#?}"));
     assert_eq!(comp("container:flaky").status, Status::Warn);
     assert_eq!(comp("container:crashed").status, Status::Warn);
