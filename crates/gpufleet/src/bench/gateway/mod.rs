@@ -3,18 +3,25 @@
 //! one worker, three loopback ports answering a fixed chat.completion), an nginx `least_conn`
 //! reverse proxy over them, and `gpufleet up` children (API keys on, then off) routing to them;
 //! `wrk` loads each target and the report gives req/s, p50/p99 and p99 added over the direct
-//! backend. Every process started here is stopped on every exit path (see [`procs::ChildProc`]).
+//! backend. `--peer litellm` adds the LiteLLM proxy (one worker) as the peer script runs it
+//! ([`litellm`]); `--soak SECONDS` instead loads gpufleet alone for a long run and follows its
+//! memory ([`soak`]). Every process started here is stopped on every exit path (see
+//! [`procs::ChildProc`]).
 
+mod cpu;
+mod litellm;
 mod procs;
+mod report;
+mod soak;
 mod wrk;
 
 use anyhow::{Context, Result};
 use procs::{free_port, start_nginx, wait_ok, ChildProc};
-use serde_json::{json, Map, Value};
-use std::path::Path;
+use report::{report, Row};
+use serde_json::{json, Map};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use wrk::WrkResult;
 
 /// Which `gpufleet up` variants to load.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +52,36 @@ pub struct GatewayBenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also measure a peer gateway at the same connection counts (`litellm`: the LiteLLM proxy
+    /// with one worker, as `bench/peers/gateway/run.sh` starts it).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub peer: Vec<Peer>,
+    /// The virtual environment LiteLLM runs from; created with `pip install 'litellm[proxy]'`
+    /// when neither it nor the peer script's `/tmp/gpufleet-peers/venv` has LiteLLM. Default:
+    /// `litellm-venv` in the cargo target directory this executable was built in (else
+    /// `./target/litellm-venv`).
+    #[arg(long, value_name = "DIR")]
+    pub litellm_venv: Option<PathBuf>,
+    /// Instead of the comparison: load gpufleet (API keys as `--auth`; `both` = on) at 64
+    /// connections for SECONDS and sample its RSS every 10 s (first/last/max, slope).
+    #[arg(long, value_name = "SECONDS")]
+    pub soak: Option<u64>,
+    /// The gpufleet executable started as the gateway (default: this one), to compare builds
+    /// with the same harness.
+    #[arg(long, value_name = "PATH")]
+    pub gpufleet_bin: Option<PathBuf>,
 }
 
-/// Target RSS of the gateway at 64 connections, MB.
-const RSS_TARGET_MB: f64 = 50.0;
+/// A peer gateway to measure beside gpufleet.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// The LiteLLM proxy (Python), one uvicorn worker.
+    Litellm,
+}
+
 /// Longest a gpufleet child may take to answer its first proxied completion.
 const START_LIMIT: Duration = Duration::from_secs(60);
 const PATH: &str = "/v1/chat/completions";
-
-/// One measured row.
-struct Row {
-    target: &'static str,
-    conns: u32,
-    r: WrkResult,
-}
 
 /// Runs the benchmark (blocking work on a blocking thread).
 pub async fn run(args: &GatewayBenchArgs) -> Result<()> {
@@ -73,22 +96,28 @@ fn run_blocking(args: &GatewayBenchArgs) -> Result<()> {
         !args.connections.is_empty() && args.seconds > 0,
         "need at least one connection count and --seconds > 0"
     );
+    anyhow::ensure!(
+        args.soak != Some(0),
+        "--soak needs a positive number of seconds"
+    );
     procs::ensure_tools()?;
     let dir = tempfile::tempdir().context("temp dir")?;
+    // LiteLLM is installed first: a failure is reported beside the other figures, not fatal.
+    let litellm_exe = args.peer.contains(&Peer::Litellm).then(|| {
+        let venv = args
+            .litellm_venv
+            .clone()
+            .unwrap_or_else(litellm::default_venv);
+        litellm::ensure_installed(&venv, &dir.path().join("pip.log")).map_err(|e| format!("{e:#}"))
+    });
     let key = gpufleet_auth::ApiKey::generate().expose_secret().to_owned();
     let script = dir.path().join("post.lua");
     std::fs::write(&script, wrk::lua_script(&key)).context("writing post.lua")?;
     let backends = [free_port()?, free_port()?, free_port()?];
-    let proxy_port = free_port()?;
     let mut mock = start_nginx(
         &dir.path().join("mock"),
         &procs::mock_conf(&dir.path().join("mock"), &backends),
         "the mock nginx",
-    )?;
-    let mut proxy = start_nginx(
-        &dir.path().join("proxy"),
-        &procs::proxy_conf(&dir.path().join("proxy"), proxy_port, &backends),
-        "the proxy nginx",
     )?;
     for p in backends {
         wait_ok(
@@ -100,6 +129,25 @@ fn run_blocking(args: &GatewayBenchArgs) -> Result<()> {
             Duration::from_secs(10),
         )?;
     }
+    if let Some(seconds) = args.soak {
+        let auth = args.auth != AuthMode::Off;
+        let name = if auth {
+            "gpufleet_auth_on"
+        } else {
+            "gpufleet_auth_off"
+        };
+        let (mut child, port) = start_gpufleet(args, dir.path(), name, &backends, &key, auth)?;
+        let url = format!("http://127.0.0.1:{port}{PATH}");
+        let r = soak::run(&mut child, &script, &url, args.warmup, seconds)?;
+        mock.ensure_running()?;
+        return r.print(args.json);
+    }
+    let proxy_port = free_port()?;
+    let mut proxy = start_nginx(
+        &dir.path().join("proxy"),
+        &procs::proxy_conf(&dir.path().join("proxy"), proxy_port, &backends),
+        "the proxy nginx",
+    )?;
     wait_ok(
         &mut proxy,
         proxy_port,
@@ -110,21 +158,14 @@ fn run_blocking(args: &GatewayBenchArgs) -> Result<()> {
     )?;
 
     let mut rows = Vec::new();
-    let load = |rows: &mut Vec<Row>, target: &'static str, port: u16| -> Result<()> {
-        for &c in &args.connections {
-            let url = format!("http://127.0.0.1:{port}{PATH}");
-            let r = wrk::run(&script, &url, c, args.warmup, args.seconds)
-                .with_context(|| format!("{target} at {c} connections"))?;
-            rows.push(Row {
-                target,
-                conns: c,
-                r,
-            });
-        }
-        Ok(())
+    let target = |name, port, pid| Target {
+        name,
+        port,
+        pid,
+        script: &script,
     };
-    load(&mut rows, "direct", backends[0])?;
-    load(&mut rows, "nginx", proxy_port)?;
+    load(args, &mut rows, target("direct", backends[0], mock.pid()))?;
+    load(args, &mut rows, target("nginx", proxy_port, proxy.pid()))?;
     let mut rss = Map::new();
     let variants: &[(bool, &'static str)] = match args.auth {
         AuthMode::On => &[(true, "gpufleet_auth_on")],
@@ -132,22 +173,89 @@ fn run_blocking(args: &GatewayBenchArgs) -> Result<()> {
         AuthMode::Both => &[(true, "gpufleet_auth_on"), (false, "gpufleet_auth_off")],
     };
     for &(auth, name) in variants {
-        let (mut child, port) = start_gpufleet(dir.path(), name, &backends, &key, auth)?;
-        load(&mut rows, name, port)?;
+        let (mut child, port) = start_gpufleet(args, dir.path(), name, &backends, &key, auth)?;
+        load(args, &mut rows, target(name, port, child.pid()))?;
         child.ensure_running()?;
         rss.insert(name.to_owned(), procs::vm_hwm_mb(child.pid())?.into());
         drop(child);
+    }
+    let mut peers = Map::new();
+    if let Some(exe) = litellm_exe {
+        let measured = exe.and_then(|exe| {
+            measure_litellm(args, &exe, dir.path(), &backends, &mut rows)
+                .map_err(|e| format!("{e:#}"))
+        });
+        peers.insert(
+            "litellm".to_owned(),
+            match measured {
+                Ok(rss_mb) => json!({"measured": true, "rss_mb": rss_mb}),
+                Err(e) => {
+                    eprintln!("LiteLLM not measured: {e}");
+                    json!({"measured": false, "error": e})
+                }
+            },
+        );
     }
     mock.ensure_running()?;
     proxy.ensure_running()?;
     drop(proxy);
     drop(mock);
-    report(args, &rows, &rss)
+    report(args, &rows, &rss, &peers)
+}
+
+/// A server under load: its name in the report, port, process (for its CPU) and wrk script.
+struct Target<'a> {
+    name: &'static str,
+    port: u16,
+    pid: u32,
+    script: &'a Path,
+}
+
+/// Measures `t` at every connection count, one row each.
+fn load(args: &GatewayBenchArgs, rows: &mut Vec<Row>, t: Target<'_>) -> Result<()> {
+    let url = format!("http://127.0.0.1:{}{PATH}", t.port);
+    for &c in &args.connections {
+        let r = wrk::run(t.script, &url, c, args.warmup, args.seconds, Some(t.pid))
+            .with_context(|| format!("{} at {c} connections", t.name))?;
+        rows.push(Row {
+            target: t.name,
+            conns: c,
+            r,
+        });
+    }
+    Ok(())
+}
+
+/// Starts LiteLLM, loads it like the others (its own script: LiteLLM's master key), stops it;
+/// its peak RSS in MB.
+fn measure_litellm(
+    args: &GatewayBenchArgs,
+    exe: &Path,
+    work: &Path,
+    backends: &[u16],
+    rows: &mut Vec<Row>,
+) -> Result<f64> {
+    let key = litellm::master_key();
+    let dir = work.join("litellm");
+    let port = free_port()?;
+    let mut child = litellm::start(exe, &dir, backends, port, &key, wrk::CHAT_BODY)?;
+    let script = dir.join("post.lua");
+    std::fs::write(&script, wrk::lua_script(&key)).context("writing LiteLLM's post.lua")?;
+    let t = Target {
+        name: "litellm",
+        port,
+        pid: child.pid(),
+        script: &script,
+    };
+    load(args, rows, t)?;
+    child.ensure_running()?;
+    procs::vm_hwm_mb(child.pid())
 }
 
 /// Starts `gpufleet up` (this executable) with the three backends, waits until a completion is
 /// routed through it; returns the child and its port.
 fn start_gpufleet(
+    args: &GatewayBenchArgs,
     work: &Path,
     name: &str,
     backends: &[u16],
@@ -162,7 +270,11 @@ fn start_gpufleet(
     let port = free_port()?;
     let log =
         std::fs::File::create(home.join("gpufleet.log")).context("creating the gpufleet log")?;
-    let mut cmd = Command::new(std::env::current_exe().context("finding this executable")?);
+    let exe = match &args.gpufleet_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding this executable")?,
+    };
+    let mut cmd = Command::new(exe);
     cmd.arg("--config")
         .arg(&config)
         .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -186,117 +298,4 @@ fn start_gpufleet(
         )
     })?;
     Ok((child, port))
-}
-
-fn find<'a>(rows: &'a [Row], target: &str, conns: u32) -> Option<&'a WrkResult> {
-    rows.iter()
-        .find(|r| r.target == target && r.conns == conns)
-        .map(|r| &r.r)
-}
-
-fn added_p99(rows: &[Row], target: &str, conns: u32) -> Option<f64> {
-    Some(find(rows, target, conns)?.p99_ms - find(rows, "direct", conns)?.p99_ms)
-}
-
-fn report(args: &GatewayBenchArgs, rows: &[Row], rss: &Map<String, Value>) -> Result<()> {
-    let gf = if rows.iter().any(|r| r.target == "gpufleet_auth_on") {
-        "gpufleet_auth_on"
-    } else {
-        "gpufleet_auth_off"
-    };
-    let rss_mb = rss.values().filter_map(Value::as_f64).fold(0.0, f64::max);
-    let mut targets = Map::new();
-    for row in rows {
-        let entry = targets.entry(row.target).or_insert_with(|| json!({}));
-        entry[row.conns.to_string()] = json!({
-            "rps": row.r.rps, "p50_ms": row.r.p50_ms, "p99_ms": row.r.p99_ms,
-            "added_p99_ms": if row.target == "direct" { Value::Null } else { added_p99(rows, row.target, row.conns).into() },
-            "non_2xx": row.r.non_2xx, "socket_errors": row.r.socket_errors,
-        });
-    }
-    let mut auth_added = Map::new();
-    let mut checks = Vec::new();
-    for &c in &args.connections {
-        if let (Some(on), Some(off)) = (
-            find(rows, "gpufleet_auth_on", c),
-            find(rows, "gpufleet_auth_off", c),
-        ) {
-            auth_added.insert(c.to_string(), (on.p99_ms - off.p99_ms).into());
-        }
-        if let (Some(g), Some(n)) = (find(rows, gf, c), find(rows, "nginx", c)) {
-            checks.push((
-                format!(
-                    "{gf} req/s >= nginx req/s at {c} conns ({:.0} vs {:.0})",
-                    g.rps, n.rps
-                ),
-                g.rps >= n.rps,
-            ));
-        }
-        if let (Some(g), Some(n)) = (added_p99(rows, gf, c), added_p99(rows, "nginx", c)) {
-            checks.push((
-                format!("{gf} added p99 <= nginx added p99 at {c} conns ({g:.3} vs {n:.3} ms)"),
-                g <= n,
-            ));
-        }
-    }
-    if args.connections.contains(&64) {
-        checks.push((
-            format!("gpufleet peak RSS <= {RSS_TARGET_MB} MB after 64 conns ({rss_mb:.1} MB)"),
-            rss_mb <= RSS_TARGET_MB,
-        ));
-    }
-    if args.json {
-        let out = json!({
-            "seconds": args.seconds, "warmup_seconds": args.warmup, "targets": targets,
-            "gpufleet_rss_mb": rss_mb, "gpufleet_rss_mb_by_variant": rss,
-            "auth_on_minus_off_p99_ms": auth_added,
-            "checks": checks.iter().map(|(what, met)| json!({"target": what, "met": met})).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    println!("gateway overhead ({} s per run after {} s warm-up, wrk -t1, mock backends = nginx return 200):", args.seconds, args.warmup);
-    println!(
-        "  {:<18} {:>5} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8}",
-        "target", "conns", "req/s", "p50 ms", "p99 ms", "added p99", "non-2xx", "sockerr"
-    );
-    let mut sorted: Vec<&Row> = rows.iter().collect();
-    sorted.sort_by_key(|r| r.conns);
-    for r in sorted {
-        let added = if r.target == "direct" {
-            "-".to_owned()
-        } else {
-            added_p99(rows, r.target, r.conns).map_or("-".to_owned(), |a| format!("{a:.3}"))
-        };
-        println!(
-            "  {:<18} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>12} {:>8} {:>8}",
-            r.target,
-            r.conns,
-            r.r.rps,
-            r.r.p50_ms,
-            r.r.p99_ms,
-            added,
-            r.r.non_2xx,
-            r.r.socket_errors
-        );
-    }
-    for (name, v) in rss {
-        println!(
-            "  {name} peak RSS (VmHWM): {:.1} MB",
-            v.as_f64().unwrap_or(0.0)
-        );
-    }
-    for (c, v) in &auth_added {
-        println!(
-            "  auth on − off p99 at {c} conns: {:.3} ms",
-            v.as_f64().unwrap_or(0.0)
-        );
-    }
-    for (what, met) in &checks {
-        println!(
-            "  target: {what} -> {}",
-            if *met { "met" } else { "MISSED" }
-        );
-    }
-    Ok(())
 }

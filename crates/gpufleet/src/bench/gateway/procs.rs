@@ -3,12 +3,12 @@
 //! readiness waits. The process guard and OS figures are shared with `bench ingest`
 //! (`crate::bench::proc`); every process here is spawned with a graceful (SIGTERM-first) guard.
 
+pub(super) use crate::bench::proc::{free_port, ChildProc};
+use crate::bench::proc::{kb_to_mb, on_path, vm_hwm_kb};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-pub(super) use crate::bench::proc::{free_port, ChildProc};
-use crate::bench::proc::{kb_to_mb, on_path, vm_hwm_kb};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

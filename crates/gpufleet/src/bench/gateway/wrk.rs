@@ -1,9 +1,19 @@
 //! The load generator: the `wrk` Lua script that POSTs one chat completion, a bounded `wrk` run
-//! (warm-up, then the measured run with `--latency`), and parsing of its text report.
+//! (warm-up, then the measured run with `--latency`; a run that outlives its duration by
+//! [`GRACE`] is killed), and parsing of its text report.
 
+use super::cpu;
+use super::procs::ChildProc;
 use anyhow::{bail, Context, Result};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a wrk run may outlive its `-d` duration before it is killed (wrk stops by itself at
+/// the duration; a slow peer's open requests must not hold it longer than its `--timeout`).
+pub(super) const GRACE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
 
 /// The request body every run sends, as in the peer script.
 pub(super) const CHAT_BODY: &str =
@@ -22,6 +32,10 @@ pub(super) struct WrkResult {
     pub(super) non_2xx: u64,
     /// Socket errors of every kind (connect, read, write, timeout).
     pub(super) socket_errors: u64,
+    /// Cores the server's process tree used during the measured run (CPU s / wall s).
+    pub(super) cpu_cores: Option<f64>,
+    /// Server CPU per request in µs (CPU s / requests).
+    pub(super) cpu_us_per_req: Option<f64>,
 }
 
 /// The Lua script: POST [`CHAT_BODY`] as JSON with `Authorization: Bearer <key>`.
@@ -32,57 +46,83 @@ pub(super) fn lua_script(key: &str) -> String {
 }
 
 /// Warm-up of `warmup_s` (output dropped), then the measured run of `seconds` at `conns`
-/// connections on one thread. wrk stops by itself after `-d`; `--timeout 10s` bounds each request.
+/// connections on one thread. wrk stops by itself after `-d`; `--timeout 10s` bounds each
+/// request and [`GRACE`] bounds the whole run. With `server` (a process id), the CPU its
+/// process tree used during the measured run is reported too.
 pub(super) fn run(
     script: &Path,
     url: &str,
     conns: u32,
     warmup_s: u64,
     seconds: u64,
+    server: Option<u32>,
 ) -> Result<WrkResult> {
     if warmup_s > 0 {
-        let st = Command::new("wrk")
-            .args([
-                "-t1",
-                &format!("-c{conns}"),
-                &format!("-d{warmup_s}s"),
-                "-s",
-            ])
-            .arg(script)
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .context("running wrk (warm-up)")?;
+        let (st, _) =
+            finish(start(script, url, conns, warmup_s, false)?, warmup_s).context("wrk warm-up")?;
         if !st.success() {
             bail!("wrk warm-up against {url} failed: {st}");
         }
     }
-    let out = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{conns}"),
-            &format!("-d{seconds}s"),
-            "--timeout",
-            "10s",
-            "--latency",
-            "-s",
-        ])
+    let cpu0 = server.map(cpu::tree_cpu_s).transpose()?;
+    let t0 = Instant::now();
+    let child = start(script, url, conns, seconds, true)?;
+    let (st, text) = finish(child, seconds)?;
+    let wall = t0.elapsed().as_secs_f64();
+    if !st.success() {
+        bail!("wrk against {url} failed ({st}): {}", text.trim());
+    }
+    let mut r = parse(&text).with_context(|| format!("reading wrk's report:\n{text}"))?;
+    if let (Some(pid), Some(c0)) = (server, cpu0) {
+        let cpu = cpu::tree_cpu_s(pid)? - c0;
+        r.cpu_cores = Some(cpu / wall);
+        let requests = r.rps * seconds as f64;
+        r.cpu_us_per_req = (requests > 0.0).then(|| cpu / requests * 1e6);
+    }
+    Ok(r)
+}
+
+/// Starts `wrk -t1 -cC -dS` (with `--timeout 10s --latency` when `measured`), stdout piped and
+/// stderr merged into it by the caller's reading ([`finish`]).
+pub(super) fn start(
+    script: &Path,
+    url: &str,
+    conns: u32,
+    seconds: u64,
+    measured: bool,
+) -> Result<ChildProc> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{seconds}s")]);
+    if measured {
+        cmd.args(["--timeout", "10s", "--latency"]);
+    }
+    cmd.arg("-s")
         .arg(script)
         .arg(url)
         .stdin(Stdio::null())
-        .output()
-        .context("running wrk")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "wrk against {url} failed ({}): {}{}",
-            out.status,
-            text.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    ChildProc::spawn(&mut cmd, format!("wrk -c{conns} against {url}"))
+}
+
+/// Waits for a wrk started with [`start`] for `seconds` to exit, at most `seconds` + [`GRACE`]
+/// (then it is killed and this fails); its exit status and report.
+pub(super) fn finish(mut child: ChildProc, seconds: u64) -> Result<(ExitStatus, String)> {
+    let limit = Duration::from_secs(seconds) + GRACE;
+    let deadline = Instant::now() + limit;
+    let mut out = child.take_stdout().context("wrk's stdout")?;
+    loop {
+        if let Some(st) = child.try_exited()? {
+            let mut text = String::new();
+            out.read_to_string(&mut text)
+                .context("reading wrk's report")?;
+            return Ok((st, text));
+        }
+        if Instant::now() >= deadline {
+            bail!("wrk did not finish within {limit:?}; killed it");
+        }
+        std::thread::sleep(POLL);
     }
-    parse(&text).with_context(|| format!("reading wrk's report:\n{text}"))
 }
 
 /// A wrk duration (`126.00us`, `1.19ms`, `1.02s`, `2.00m`) in ms.
