@@ -49,6 +49,9 @@ pub(super) fn default_venv() -> PathBuf {
 /// The `litellm` executable: from `venv` if it has one, else from the peer script's venv, else
 /// `venv` is created (`python3 -m venv`) and `litellm[proxy]` installed into it with pip.
 pub(super) fn ensure_installed(venv: &Path, log: &Path) -> Result<PathBuf> {
+    // Absolute: LiteLLM is started in its own working directory.
+    let venv =
+        &std::path::absolute(venv).with_context(|| format!("resolving {}", venv.display()))?;
     for dir in [venv, Path::new(PEERS_VENV)] {
         let exe = dir.join("bin/litellm");
         if exe.is_file() {
