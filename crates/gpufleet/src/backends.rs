@@ -36,7 +36,7 @@ pub async fn open_broker(s: &Settings) -> Result<Arc<dyn Broker>> {
             cfg.visibility_timeout = s.broker.visibility_timeout;
             cfg.max_attempts = s.broker.max_attempts;
             let b = RedisBroker::connect(cfg).await.context("opening the Redis broker (broker.backend)")?;
-            info!(url = %crate::config::redact(&r.url), prefix = %r.key_prefix, "broker: Redis Streams");
+            info!(url = %crate::redact::redact(&r.url), prefix = %r.key_prefix, "broker: Redis Streams");
             Ok(Arc::new(b))
         }
     }
@@ -58,7 +58,7 @@ pub async fn open_store(s: &Settings) -> Result<(Arc<dyn MetricStore>, Option<Ar
             cfg.rollup_1h_retention = s.store.rollup_1h_retention;
             cfg.max_connections = p.max_connections;
             let store = Arc::new(PostgresStore::connect(cfg).await.context("opening the PostgreSQL telemetry store (database.url)")?);
-            info!(url = %crate::config::redact(&p.url), schema = %format!("{}_metrics", p.schema_prefix), "telemetry store: PostgreSQL");
+            info!(url = %crate::redact::redact(&p.url), schema = %format!("{}_metrics", p.schema_prefix), "telemetry store: PostgreSQL");
             Ok((store.clone(), Some(store)))
         }
     }

@@ -3,6 +3,7 @@
 //! cannot hold invalid values. Precedence: flags > `GPUFLEET_<SECTION>_<KEY>` environment > file >
 //! defaults. Every field's `///` doc is the reference (`docs/configuration.md` mirrors it).
 
+use crate::redact::redact;
 use anyhow::{bail, Context, Result};
 use gpufleet_broker::{BrokerConfig, FsyncPolicy};
 use gpufleet_store::StoreConfig;
@@ -472,32 +473,6 @@ pub fn load(path: Option<&Path>, env: &[(String, String)], overrides: &[(&str, t
     Ok(Loaded { config, file, env_applied })
 }
 
-/// Hides passwords in URLs (`scheme://user:secret@host` → `scheme://user:***@host`) before a
-/// configuration is printed or logged.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail.find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '/').unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => out.push_str(&format!("{}:***{}", &userinfo[..colon], &authority[at..])),
-                    None => out.push_str(authority),
-                }
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn env_key(defaults: &toml::Value, rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
     let table = defaults.as_table()?;
@@ -548,13 +523,6 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redact_hides_url_passwords_only() {
-        assert_eq!(redact("broker = \"redis://:hunter2@10.0.0.1:6379\""), "broker = \"redis://:***@10.0.0.1:6379\"");
-        assert_eq!(redact("postgres://gpu:s3cret@db/test and http://host/x"), "postgres://gpu:***@db/test and http://host/x");
-        assert_eq!(redact("no urls here"), "no urls here");
-    }
 
     #[test]
     fn tls_pairs_and_auth_off_are_checked() {

@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod config;
 mod demo;
+mod redact;
 mod fleet_role;
 mod hosts_cmd;
 mod mock;
@@ -179,14 +180,14 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Config { command: ConfigCommand::Check { json } } => {
             if *json {
                 let v = serde_json::json!({ "file": loaded.file, "env": loaded.env_applied, "config": loaded.config });
-                println!("{}", config::redact(&serde_json::to_string_pretty(&v)?));
+                println!("{}", redact::redact(&serde_json::to_string_pretty(&v)?));
             } else {
                 println!("# configuration is valid");
                 println!("# file: {}", loaded.file.as_ref().map_or("(none; defaults)".to_owned(), |f| f.display().to_string()));
                 if !loaded.env_applied.is_empty() {
                     println!("# environment: {}", loaded.env_applied.join(", "));
                 }
-                print!("{}", config::redact(&toml::to_string_pretty(&loaded.config)?));
+                print!("{}", redact::redact(&toml::to_string_pretty(&loaded.config)?));
             }
             Ok(())
         }

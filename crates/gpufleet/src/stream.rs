@@ -79,7 +79,7 @@ pub async fn run(args: &StreamArgs, shutdown: Shutdown) -> Result<StreamSummary>
             let broker = RedisBroker::connect(cfg).await.context("--broker")?;
             Sink::Broker { broker: Arc::new(broker), topic: TopicName::new(&args.topic), metrics: PipelineMetrics::default() }
         }
-        Some(other) => bail!("--broker: {:?} is not a Redis URL (redis://host:6379 or rediss://…)", crate::config::redact(other)),
+        Some(other) => bail!("--broker: {:?} is not a Redis URL (redis://host:6379 or rediss://…)", crate::redact::redact(other)),
     };
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
