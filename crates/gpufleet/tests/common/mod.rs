@@ -111,3 +111,22 @@ pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The PostgreSQL of the system tests (`GPUFLEET_TEST_POSTGRES_URL`, default the local `test` database).
+pub fn test_postgres_url() -> String {
+    std::env::var("GPUFLEET_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Fails the test, with the command that starts it, when PostgreSQL is not reachable (never skips).
+pub fn require_postgres() {
+    let url = test_postgres_url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let addr = rest.split('/').next().unwrap_or(rest);
+    let ok = addr.parse().ok().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        ok,
+        "PostgreSQL is not reachable at {addr}: this test needs a real server. Start it with: \
+         pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+    );
+}

@@ -1,0 +1,335 @@
+//! System test of issue 5's "with two server processes sharing PostgreSQL, each host is checked
+//! once per cycle", with real processes: a simulated fleet (`gpufleet sim fleet --register`) and
+//! two `gpufleet server --roles api,fleet` replicas on one PostgreSQL schema prefix.
+//!
+//! The design under test (`gpufleet-fleet/src/health_worker.rs`): each replica ticks every
+//! `health_interval` and runs a cycle only while it holds the lease `fleet.health` (two intervals
+//! long, renewed every tick) in the shared `<prefix>_meta.leases` table; the other replica skips.
+//! So the test asserts, from the PostgreSQL health-check history (the ground truth, not the
+//! replicas' own counters):
+//! - the history splits into cycles (checks at most half an interval apart), and no cycle holds a
+//!   host twice: a second replica checking at any phase offset would put two checks of a host
+//!   within half an interval of each other (`the_cycle_split_catches_a_second_checker_at_any_offset`);
+//! - every cycle after the hosts were registered holds every host (none missing), except one cut
+//!   by the SIGKILL and the last one, which may still be in progress when the history is read;
+//! - while the lease holder lives, the other replica did no check and skipped its ticks;
+//! - after the holder is SIGKILLed the other replica takes the lease within a bounded number of
+//!   its own ticks (the lease lasts two intervals) and the property holds on across the takeover.
+//!
+//! PostgreSQL must be running; when it is not, the test fails with the command that starts it.
+//! The schemas it creates are dropped afterwards.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Simulated hosts.
+const HOSTS: usize = 40;
+/// `fleet.health_interval` of both replicas, ms.
+const INTERVAL_MS: i64 = 2000;
+/// Complete cycles to see before the kill and after the takeover.
+const CYCLES_EACH_SIDE: usize = 3;
+/// Ticks the surviving replica may skip after the kill: two while the dead holder's lease runs
+/// out, one between reading its counter and the kill, one of slack.
+const TAKEOVER_TICKS: u64 = 4;
+
+fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(d.as_millis()).unwrap()
+}
+
+/// The PostgreSQL schemas of one run (`<prefix>_meta`, `_fleet`, `_metrics`, `_jobs`…), dropped
+/// on drop.
+struct Schemas {
+    prefix: String,
+}
+
+impl Schemas {
+    fn new() -> Schemas {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        Schemas { prefix: format!("gft_replicas_{}_{nanos}", std::process::id()) }
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        let list = format!("SELECT nspname FROM pg_namespace WHERE nspname LIKE '{}\\_%'", self.prefix);
+        for schema in query(&list).unwrap_or_default().lines() {
+            let _ = query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    }
+}
+
+/// Runs one SQL statement through `psql`; its rows, one a line, columns split by `|`.
+fn query(sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([&test_postgres_url(), "-At", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .map_err(|e| format!("psql must be on PATH: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One `gpufleet server --roles api,fleet` replica, killed on drop.
+struct Replica {
+    child: Child,
+    url: String,
+}
+
+impl Replica {
+    fn start(schemas: &Schemas, data: &Path) -> Replica {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args(["server", "--roles", "api,fleet", "--database", &test_postgres_url(), "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data)
+            .env("GPUFLEET_DATABASE_SCHEMA_PREFIX", &schemas.prefix)
+            .env("GPUFLEET_FLEET_HEALTH_INTERVAL", format!("{INTERVAL_MS}ms"))
+            .env("GPUFLEET_FLEET_HEALTH_TIMEOUT", "1s")
+            .env("GPUFLEET_ADMIN_KEY", admin_key())
+            .env("GPUFLEET_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gpufleet server");
+        let mut r = Replica { child, url: format!("http://127.0.0.1:{port}") };
+        wait_until(Duration::from_secs(60), "replica /health", || {
+            if let Some(status) = r.child.try_wait().expect("replica status") {
+                panic!("the replica exited before answering /health: {status} (its error is above)");
+            }
+            get(&format!("{}/health", r.url)).is_some()
+        });
+        r
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// This replica's `fleet.health` worker report.
+    fn health_worker(&self) -> Option<serde_json::Value> {
+        let v = get(&format!("{}/api/v1/fleet/workers/status", self.url))?;
+        v["workers"].as_array()?.iter().find(|w| w["name"] == "fleet.health").cloned()
+    }
+
+    fn counter(&self, field: &str) -> Option<u64> {
+        self.health_worker()?[field].as_u64()
+    }
+
+    /// Names of the registered hosts this replica lists.
+    fn host_names(&self) -> Vec<String> {
+        let hosts = get(&format!("{}/api/v1/hosts", self.url)).and_then(|v| v["hosts"].as_array().cloned()).unwrap_or_default();
+        let mut names: Vec<String> = hosts.iter().filter(|h| h["registered"] == true).filter_map(|h| h["name"].as_str().map(str::to_owned)).collect();
+        names.sort();
+        names
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Checks closer together than half an interval, with how many times each host appears.
+#[derive(Debug)]
+struct Cycle {
+    first_ms: i64,
+    last_ms: i64,
+    per_host: BTreeMap<i64, u32>,
+}
+
+impl Cycle {
+    fn duplicates(&self) -> Vec<(i64, u32)> {
+        self.per_host.iter().filter(|(_, n)| **n > 1).map(|(h, n)| (*h, *n)).collect()
+    }
+
+    fn complete(&self, hosts: &[i64]) -> bool {
+        hosts.iter().all(|h| self.per_host.get(h) == Some(&1)) && self.per_host.len() == hosts.len()
+    }
+}
+
+/// The health-check history `(host_id, at_ms)`, oldest first.
+fn history(prefix: &str) -> Result<Vec<(i64, i64)>, String> {
+    let text = query(&format!("SELECT host_id, at_ms FROM {prefix}_fleet.health_checks ORDER BY at_ms, host_id"))?;
+    text.lines()
+        .map(|l| {
+            let (h, at) = l.split_once('|').ok_or_else(|| format!("bad row {l:?}"))?;
+            Ok((h.parse().map_err(|e| format!("{l:?}: {e}"))?, at.parse().map_err(|e| format!("{l:?}: {e}"))?))
+        })
+        .collect()
+}
+
+/// Splits the history where two checks are more than half an interval apart.
+fn cycles(rows: &[(i64, i64)]) -> Vec<Cycle> {
+    let mut out: Vec<Cycle> = Vec::new();
+    for &(host, at) in rows {
+        match out.last_mut() {
+            Some(c) if at - c.last_ms <= INTERVAL_MS / 2 => {
+                c.last_ms = at;
+                *c.per_host.entry(host).or_default() += 1;
+            }
+            _ => out.push(Cycle { first_ms: at, last_ms: at, per_host: BTreeMap::from([(host, 1)]) }),
+        }
+    }
+    out
+}
+
+/// Complete cycles that started after `since_ms` (the history read now).
+fn complete_since(prefix: &str, hosts: &[i64], since_ms: i64) -> usize {
+    history(prefix).map(|rows| cycles(&rows).iter().filter(|c| c.first_ms > since_ms && c.complete(hosts)).count()).unwrap_or(0)
+}
+
+/// `pid` of the replica holding the `fleet.health` lease (holder ids are `pid<PID>-<random>`).
+fn lease_holder_pid(prefix: &str) -> Option<u32> {
+    let holder = query(&format!("SELECT holder FROM {prefix}_meta.leases WHERE name = 'fleet.health'")).ok()?;
+    holder.trim().strip_prefix("pid")?.split('-').next()?.parse().ok()
+}
+
+#[test]
+fn two_replicas_on_postgres_check_each_host_once_per_cycle_across_a_sigkill_takeover() {
+    require_postgres();
+    let schemas = Schemas::new();
+    let dir = tempfile::tempdir().unwrap();
+    // One after the other: the first replica migrates the schemas and bootstraps the admin key.
+    let a = Replica::start(&schemas, &dir.path().join("a"));
+    let b = Replica::start(&schemas, &dir.path().join("b"));
+
+    let mut sim = Command::new(BIN)
+        .args(["sim", "fleet", "--hosts", &HOSTS.to_string(), "--json", "--register", &a.url])
+        .env("GPUFLEET_API_KEY", admin_key())
+        .env("GPUFLEET_LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn gpufleet sim fleet");
+    let lines = BufReader::new(sim.stdout.take().unwrap()).lines().take(HOSTS);
+    let mut names: Vec<String> =
+        lines.map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap()["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    let _sim = Proc(sim);
+    assert_eq!(names.len(), HOSTS);
+
+    // Both replicas see the same registry (registered through the first one).
+    wait_until(Duration::from_secs(60), "both replicas list every simulated host", || a.host_names() == names && b.host_names() == names);
+    let hosts: Vec<i64> = query(&format!("SELECT id FROM {}_fleet.hosts ORDER BY id", schemas.prefix))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(hosts.len(), HOSTS);
+
+    // Which replica holds the lease decides who is expected to work.
+    let mut holder_pid = None;
+    wait_until(Duration::from_secs(30), "a replica holding the fleet.health lease", || {
+        holder_pid = lease_holder_pid(&schemas.prefix);
+        holder_pid.is_some()
+    });
+    let (mut holder, standby) = if holder_pid == Some(a.pid()) { (a, b) } else { (b, a) };
+    assert_eq!(holder_pid, Some(holder.pid()), "the lease holder is one of the two replicas");
+
+    wait_until(Duration::from_secs(60), "complete cycles before the kill", || complete_since(&schemas.prefix, &hosts, 0) >= CYCLES_EACH_SIDE);
+    let h = holder.health_worker().expect("holder's worker status");
+    assert!(h["lease_held"] == true && h["checks_performed"].as_u64() >= Some((CYCLES_EACH_SIDE * HOSTS) as u64), "holder: {h}");
+    let s = standby.health_worker().expect("standby's worker status");
+    assert!(s["lease_held"] == false && s["checks_performed"] == 0 && s["cycles"] == 0, "the standby must not check while the holder lives: {s}");
+    assert!(s["cycles_skipped"].as_u64() > Some(0), "the standby ticks and skips: {s}");
+    assert_eq!(lease_holder_pid(&schemas.prefix), Some(holder.pid()), "the lease stayed with one replica");
+
+    // SIGKILL the holder: no release, its lease must run out.
+    let skipped_before = standby.counter("cycles_skipped").unwrap();
+    holder.kill9();
+    // Taken once the holder is reaped: every cycle it started began before this instant.
+    let kill_ms = now_ms();
+    let mut took_over = None;
+    wait_until(Duration::from_secs(30), "the standby running cycles", || {
+        took_over = standby.health_worker().filter(|w| w["cycles"].as_u64() >= Some(1));
+        took_over.is_some()
+    });
+    let took_over = took_over.unwrap();
+    let skipped_after = took_over["cycles_skipped"].as_u64().unwrap();
+    assert!(took_over["lease_held"] == true, "{took_over}");
+    assert!(
+        skipped_after - skipped_before <= TAKEOVER_TICKS,
+        "the standby took over after {} skipped ticks (lease of 2 intervals; at most {TAKEOVER_TICKS} expected)",
+        skipped_after - skipped_before
+    );
+    assert_eq!(lease_holder_pid(&schemas.prefix), Some(standby.pid()));
+    wait_until(Duration::from_secs(60), "complete cycles after the takeover", || complete_since(&schemas.prefix, &hosts, kill_ms) >= CYCLES_EACH_SIDE);
+    let s = standby.health_worker().unwrap();
+    assert!(s["checks_performed"].as_u64() >= Some((CYCLES_EACH_SIDE * HOSTS) as u64), "the survivor did the work: {s}");
+
+    // The ground truth: the history in PostgreSQL.
+    let all = cycles(&history(&schemas.prefix).unwrap());
+    let first_complete = all.iter().position(|c| c.complete(&hosts)).expect("a complete cycle");
+    // The last cycle that started before the kill may have been cut by it (checks finishing near
+    // the kill); one that ended well before it must be complete.
+    let cut = all.iter().rposition(|c| c.first_ms <= kill_ms).filter(|&i| kill_ms - all[i].last_ms < INTERVAL_MS / 2);
+    let last = all.len() - 1;
+    let (mut before, mut after) = (0, 0);
+    for (i, c) in all.iter().enumerate() {
+        assert!(c.duplicates().is_empty(), "cycle {i} at {} ms checked hosts twice (host, checks): {:?}", c.first_ms, c.duplicates());
+        let exempt = i < first_complete || Some(i) == cut || i == last;
+        assert!(exempt || c.complete(&hosts), "cycle {i} at {} ms missed hosts: {} of {HOSTS} checked", c.first_ms, c.per_host.len());
+        if c.complete(&hosts) {
+            if c.first_ms < kill_ms {
+                before += 1;
+            } else {
+                after += 1;
+            }
+        }
+    }
+    assert!(before >= CYCLES_EACH_SIDE && after >= CYCLES_EACH_SIDE, "complete cycles before/after the kill: {before}/{after}");
+    let gap = all.iter().find(|c| c.first_ms > kill_ms).map(|c| c.first_ms - kill_ms);
+    eprintln!(
+        "fleet_replicas: {} cycles, {before} complete before the kill, {after} after; first cycle after the kill {gap:?} ms after it; {} ticks skipped meanwhile",
+        all.len(),
+        skipped_after - skipped_before
+    );
+}
+
+/// The history of `runners` checkers, each checking every host once per interval from its own
+/// phase offset (ms), over `n` intervals.
+fn synthetic(offsets: &[i64], hosts: &[i64], n: i64) -> Vec<(i64, i64)> {
+    let mut rows: Vec<(i64, i64)> =
+        offsets.iter().flat_map(|&o| (0..n).flat_map(move |k| hosts.iter().enumerate().map(move |(i, &h)| (h, k * INTERVAL_MS + o + i as i64)))).collect();
+    rows.sort_by_key(|&(h, at)| (at, h));
+    rows
+}
+
+#[test]
+fn the_cycle_split_catches_a_second_checker_at_any_offset() {
+    let hosts: Vec<i64> = (1..=40).collect();
+    let one = cycles(&synthetic(&[0], &hosts, 5));
+    assert_eq!(one.len(), 5);
+    assert!(one.iter().all(|c| c.complete(&hosts) && c.duplicates().is_empty()));
+    // A second checker at any phase offset puts some host twice into one cycle.
+    for offset in (0..INTERVAL_MS).step_by(50) {
+        let two = cycles(&synthetic(&[0, offset], &hosts, 5));
+        assert!(two.iter().any(|c| !c.duplicates().is_empty()), "offset {offset} ms went unnoticed");
+    }
+    // A host left out of a cycle shows as an incomplete cycle.
+    let mut rows = synthetic(&[0], &hosts, 3);
+    rows.retain(|&(h, at)| !(h == 7 && at >= INTERVAL_MS && at < 2 * INTERVAL_MS));
+    let split = cycles(&rows);
+    assert_eq!(split.iter().map(|c| c.complete(&hosts)).collect::<Vec<_>>(), [true, false, true]);
+}
