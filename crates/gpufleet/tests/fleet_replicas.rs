@@ -195,9 +195,20 @@ fn cycles(rows: &[(i64, i64)]) -> Vec<Cycle> {
     out
 }
 
-/// Complete cycles that started after `since_ms` (the history read now).
+/// Fails the test on a cycle that checked a host twice.
+fn assert_no_duplicates(all: &[Cycle]) {
+    for (i, c) in all.iter().enumerate() {
+        assert!(c.duplicates().is_empty(), "cycle {i} at {} ms checked hosts twice (host, checks): {:?}", c.first_ms, c.duplicates());
+    }
+}
+
+/// Complete cycles that started after `since_ms` (the history read now); fails the test as soon
+/// as the history shows a host checked twice in a cycle.
 fn complete_since(prefix: &str, hosts: &[i64], since_ms: i64) -> usize {
-    history(prefix).map(|rows| cycles(&rows).iter().filter(|c| c.first_ms > since_ms && c.complete(hosts)).count()).unwrap_or(0)
+    let Ok(rows) = history(prefix) else { return 0 };
+    let all = cycles(&rows);
+    assert_no_duplicates(&all);
+    all.iter().filter(|c| c.first_ms > since_ms && c.complete(hosts)).count()
 }
 
 /// `pid` of the replica holding the `fleet.health` lease (holder ids are `pid<PID>-<random>`).
@@ -286,8 +297,8 @@ fn two_replicas_on_postgres_check_each_host_once_per_cycle_across_a_sigkill_take
     let cut = all.iter().rposition(|c| c.first_ms <= kill_ms).filter(|&i| kill_ms - all[i].last_ms < INTERVAL_MS / 2);
     let last = all.len() - 1;
     let (mut before, mut after) = (0, 0);
+    assert_no_duplicates(&all);
     for (i, c) in all.iter().enumerate() {
-        assert!(c.duplicates().is_empty(), "cycle {i} at {} ms checked hosts twice (host, checks): {:?}", c.first_ms, c.duplicates());
         let exempt = i < first_complete || Some(i) == cut || i == last;
         assert!(exempt || c.complete(&hosts), "cycle {i} at {} ms missed hosts: {} of {HOSTS} checked", c.first_ms, c.per_host.len());
         if c.complete(&hosts) {
