@@ -8,7 +8,7 @@ use crate::routes::{guard_of, Guard};
 use crate::state::{now_ms, AppState};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, State};
-use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-fn request_id(req: &Request<Body>) -> String {
+pub(crate) fn request_id<B>(req: &Request<B>) -> String {
     let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok());
     match given {
         Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => id.to_owned(),
@@ -33,16 +33,26 @@ pub(crate) async fn headers(mut req: Request<Body>, next: Next) -> Response {
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        h.insert("x-request-id", v);
-    }
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.entry("content-security-policy").or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    secure(&mut resp, &id);
     resp
+}
+
+/// Sets the request id and the security headers on an answer (a page may set its own CSP).
+pub(crate) fn secure(resp: &mut Response, id: &str) {
+    // Names as constants: a `&str` name is parsed and validated on every insert.
+    const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    const NO_SNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
+    const FRAME: HeaderName = HeaderName::from_static("x-frame-options");
+    let h = resp.headers_mut();
+    h.reserve(6);
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert(REQUEST_ID, v);
+    }
+    h.insert(NO_SNIFF, HeaderValue::from_static("nosniff"));
+    h.insert(FRAME, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 /// Checks the matched route's guard; audits mutating requests once their outcome is known.
@@ -56,6 +66,8 @@ pub(crate) async fn guard(State(st): State<AppState>, mut req: Request<Body>, ne
         Some(Guard::Metrics) if st.settings.metrics_public => return next.run(req).await,
         Some(Guard::Metrics) => (gpufleet_auth::Permission::MetricsRead, gpufleet_auth::LimitClass::Telemetry),
         Some(Guard::Need(p, c)) => (p, c),
+        // A declared path with another method: no handler exists, the router answers 405.
+        None if crate::routes::ROUTES.iter().any(|r| r.path == route) => return next.run(req).await,
         // `guarded` makes this unreachable; refuse rather than serve an undeclared route.
         None => return refuse(StatusCode::FORBIDDEN, "route has no declared permission", None),
     };
@@ -96,7 +108,7 @@ pub(crate) async fn guard(State(st): State<AppState>, mut req: Request<Body>, ne
     resp
 }
 
-fn auth_error(e: &AuthError) -> Response {
+pub(crate) fn auth_error(e: &AuthError) -> Response {
     let status = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::FORBIDDEN);
     let hint = match status {
         StatusCode::UNAUTHORIZED => " (send `Authorization: Bearer <key>`; `gpufleet keys create` makes keys)",

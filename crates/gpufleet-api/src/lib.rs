@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`app`]: builds the router from an [`AppState`] (separate from `main` so tests use `oneshot`).
+//! - [`ApiService`] (`fast`): what the listener serves: the inference calls straight to the
+//!   gateway (guard, security headers), everything else through [`app`].
 //! - [`state`]: [`AppState`] and [`ApiSettings`].
 //! - [`auth`]: the security middleware (headers, request ids, guard, audit of changes).
 //! - [`error`]: [`ApiError`], the one place domain errors become HTTP statuses.
@@ -15,11 +17,13 @@
 
 pub mod auth;
 pub mod error;
+mod fast;
 pub mod params;
 mod prom;
 mod routes;
 pub mod state;
 
 pub use error::ApiError;
+pub use fast::ApiService;
 pub use routes::{app, audited, guard_of, Guard, RouteSpec, ROUTES};
 pub use state::{ApiSettings, AppState};

@@ -219,6 +219,8 @@ impl Gateway {
             } => {
                 let mut resp = Response::new(Body::from(body));
                 *resp.status_mut() = status;
+                // Room for the API layer's security headers without regrowing the map.
+                resp.headers_mut().reserve(8);
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     content_type.unwrap_or(HeaderValue::from_static("application/json")),

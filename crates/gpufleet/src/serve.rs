@@ -1,5 +1,5 @@
-//! The HTTP(S) listener: accepts connections, terminates TLS when configured, serves the axum app
-//! over HTTP/1.1 with bounded header size and read timeouts, passes the peer address to the app
+//! The HTTP(S) listener: accepts connections, terminates TLS when configured, serves the API
+//! ([`ApiService`]: inference fast path + axum router) over HTTP/1.1 with bounded header size and read timeouts, passes the peer address to the app
 //! (`ConnectInfo`), and on shutdown stops accepting and waits for in-flight requests.
 //!
 //! A non-loopback address without TLS is refused unless `insecure_http` says a proxy in front
@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Result};
 use axum::extract::ConnectInfo;
-use axum::Router;
+use gpufleet_api::ApiService;
 use gpufleet_runtime::Shutdown;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -35,7 +35,7 @@ pub fn check_plain_http(addr: SocketAddr, tls: bool, insecure_http: bool) -> Res
 }
 
 /// Serves until `shutdown` fires, then drains in-flight connections for at most `grace`.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>, shutdown: Shutdown, grace: Duration) {
+pub async fn serve(listener: TcpListener, app: ApiService, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>, shutdown: Shutdown, grace: Duration) {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     loop {

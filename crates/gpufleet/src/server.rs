@@ -200,7 +200,7 @@ pub async fn start_roles(settings: &Settings, roles: Roles, shutdown: Shutdown) 
         if let Some(a) = &auth {
             state = state.with_auth(a.clone());
         }
-        let app = gpufleet_api::app(state);
+        let app = gpufleet_api::ApiService::new(state);
         let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         info!(addr = %listener.local_addr()?, %roles, "gpufleet listening");
         Some((listener, app))

@@ -1,7 +1,9 @@
-//! Router tests with real embedded backends on a temporary directory, called with `oneshot`.
+//! Router tests with real embedded backends on a temporary directory, called with `oneshot` on
+//! [`ApiService`] (the inference fast path in front of the router), as the listener serves it.
 
 use super::{app, system::OPENAPI, Guard, RouteSpec, ROUTES};
 use crate::state::{ApiSettings, AppState};
+use crate::ApiService;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use gpufleet_broker::{Broker, BrokerConfig, EmbeddedBroker};
@@ -120,7 +122,7 @@ async fn call(f: &Fixture, mut req: Request<Body>) -> (StatusCode, Vec<u8>) {
 }
 
 async fn call_raw(st: &AppState, req: Request<Body>) -> (StatusCode, Vec<u8>) {
-    let resp = app(st.clone()).oneshot(req).await.unwrap();
+    let resp = ApiService::new(st.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
     (status, body)
@@ -459,7 +461,7 @@ async fn brute_force_is_rate_limited_and_audited() {
     let mut retry_after = None;
     for _ in 0..40 {
         let req = with_key(Request::get("/api/v1/keys").body(Body::empty()).unwrap(), &format!("Bearer {}", gpufleet_auth::ApiKey::generate().expose_secret()));
-        let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+        let resp = ApiService::new(f.state.clone()).oneshot(req).await.unwrap();
         if resp.status() == StatusCode::TOO_MANY_REQUESTS {
             retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
         }
@@ -511,7 +513,7 @@ async fn revoked_key_stops_at_once_and_changes_are_audited_in_an_intact_chain() 
 async fn responses_carry_security_headers_and_request_ids() {
     let f = fixture().await;
     let req = Request::get("/health").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
-    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+    let resp = ApiService::new(f.state.clone()).oneshot(req).await.unwrap();
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     assert_eq!(resp.headers()["x-frame-options"], "DENY");
@@ -586,4 +588,61 @@ async fn host_changes_are_audited_and_viewers_cannot_make_them() {
     assert!(routes.contains(&("/api/v1/hosts", "success")), "{audit}");
     assert!(routes.contains(&("/api/v1/hosts/{id}", "success")), "{audit}");
     assert!(routes.iter().any(|(r, o)| *r == "/api/v1/hosts" && *o != "success"), "the refused duplicate is audited as failed: {audit}");
+}
+
+/// The same request through the fast path and through the router alone: status, error body and
+/// security headers must agree (the fast path is an optimisation, not a second policy).
+#[tokio::test]
+async fn the_inference_fast_path_answers_as_the_router_does() {
+    let f = fixture().await;
+    let auth = f.state.auth.clone().unwrap();
+    let new = NewKey { owner: Owner::new("narrow").unwrap(), role: Role::User, label: None, expires_at_ms: None, allowed_models: Some(vec!["other".into()]) };
+    let narrow = auth.create_key(new, &Actor::default(), crate::state::now_ms()).await.unwrap().key.expose_secret().to_owned();
+    let viewer = f.keys[&Role::Viewer].clone();
+    let admin = f.admin().to_owned();
+    let unknown = gpufleet_auth::ApiKey::generate().expose_secret().to_owned();
+    let cases: [(&str, &str, Option<&String>, &str); 7] = [
+        ("POST", "/v1/chat/completions", Some(&admin), CHAT),
+        ("POST", "/v1/chat/completions", None, CHAT),
+        ("POST", "/v1/chat/completions", Some(&unknown), CHAT),
+        ("POST", "/v1/chat/completions", Some(&viewer), CHAT),
+        ("POST", "/v1/chat/completions", Some(&narrow), CHAT),
+        ("POST", "/v1/embeddings", Some(&admin), "not json"),
+        ("GET", "/v1/chat/completions", Some(&admin), ""),
+    ];
+    let mut seen = Vec::new();
+    for (method, path, key, body) in cases {
+        let make = || {
+            let mut b = Request::builder().method(method).uri(path).header("content-type", "application/json").header("x-request-id", "req-42");
+            if let Some(k) = key {
+                b = b.header("authorization", format!("Bearer {k}"));
+            }
+            b.body(Body::from(body)).unwrap()
+        };
+        let fast = ApiService::new(f.state.clone()).oneshot(make()).await.unwrap();
+        let slow = app(f.state.clone()).oneshot(make()).await.unwrap();
+        let what = format!("{method} {path} key={}", key.is_some());
+        assert_eq!(fast.status(), slow.status(), "{what}");
+        for h in ["x-content-type-options", "x-frame-options", "cache-control", "content-security-policy", "referrer-policy"] {
+            assert_eq!(fast.headers().get(h), slow.headers().get(h), "{what}: header {h}");
+        }
+        assert_eq!(fast.headers()["x-request-id"], "req-42", "{what}");
+        assert_eq!(fast.headers().get("www-authenticate"), slow.headers().get("www-authenticate"), "{what}");
+        let status = fast.status();
+        let fb: Value = serde_json::from_slice(&fast.into_body().collect().await.unwrap().to_bytes()).unwrap_or(Value::Null);
+        let sb: Value = serde_json::from_slice(&slow.into_body().collect().await.unwrap().to_bytes()).unwrap_or(Value::Null);
+        if status.is_success() {
+            assert_eq!(fb["object"], sb["object"], "{what}");
+        } else {
+            assert_eq!(fb["error"], sb["error"], "{what}");
+        }
+        seen.push(status.as_u16());
+    }
+    // Each case reached the outcome it was built for (so the comparison above compared something).
+    assert_eq!(seen, [200, 401, 401, 403, 403, 400, 405], "statuses of the cases");
+    // Refusals on the fast path are audited like any other.
+    auth.audit_log().flush().await.unwrap();
+    let filter = gpufleet_auth::AuditFilter { action: Some("auth.failed".into()), limit: 1000, ..Default::default() };
+    let failed = auth.store().query_audit(&filter).await.unwrap();
+    assert!(failed.iter().filter(|r| r.entry.route == "/v1/chat/completions").count() >= 4, "{} auth.failed records", failed.len());
 }
