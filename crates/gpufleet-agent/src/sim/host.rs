@@ -36,12 +36,35 @@ pub struct SimHostState {
     requests: AtomicU64,
     /// Bumped by every change (scenario, restart) so a cached report is not served after it.
     generation: AtomicU64,
-    cache: Mutex<Option<(Instant, u64, Bytes)>>,
+    cache: Mutex<Option<CachedReport>>,
 }
 
-/// How long a simulated host serves the same serialised `/health` answer (so 10,000 checks a
-/// second cost HTTP handling, not report building); a scenario switch or a restart ends it at once.
-pub const REPORT_CACHE: Duration = Duration::from_secs(1);
+/// How long a simulated host serves the same serialised `/health` answer while nothing scripted
+/// changed: the sample interval it reports (`sample_interval_ms`), as the real agent answers
+/// from its last sample. So a check costs HTTP handling, not report building (building and
+/// serialising one report takes tens of µs; a health worker sweeping 10,000 hosts once a second
+/// would otherwise rebuild every one on every request, on the same cores as the checker). A
+/// scenario switch, a restart, a flapping phase or a disk status band ends it at once
+/// ([`SimHostState::script_key`]); only drifting values (utilisation, rates) may be that old.
+pub const REPORT_CACHE: Duration = Duration::from_millis(SAMPLE_INTERVAL_MS);
+
+/// The sample interval simulated hosts report, ms.
+const SAMPLE_INTERVAL_MS: u64 = 5_000;
+
+/// A serialised `/health` answer, the script key it was built under and when.
+struct CachedReport {
+    at: Instant,
+    key: ScriptKey,
+    body: Bytes,
+}
+
+/// What the scripted part of a report depends on: the change generation (scenario switches,
+/// restarts) and the time-driven step of the scenario (flapping phase, `/data` disk status band).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ScriptKey {
+    generation: u64,
+    step: u64,
+}
 
 impl std::fmt::Debug for SimHostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,11 +135,7 @@ impl SimHostState {
         let cpu = CpuPercent { user: busy * 0.8, nice: 0.0, system: busy * 0.2 - steal.min(busy * 0.2), idle: 100.0 - busy - 1.0, iowait: 1.0, irq: 0.0, softirq: 0.0, steal };
         let mem_total = 512 * GIB;
         let mem_avail_frac = if scenario == Scenario::Degraded { 0.03 } else { 0.6 + 0.2 * self.unit(3) };
-        let data_pct = match &scenario {
-            Scenario::DiskFilling { percent_per_day } => (70.0 + percent_per_day * in_scenario.as_secs_f64() / 86_400.0).min(100.0),
-            _ => 40.0 + 20.0 * self.unit(4),
-        };
-        let disks = vec![disk("/", "ext4", GIB * 1024, 35.0 + 10.0 * self.unit(5)), disk("/data", "xfs", GIB * 8192, data_pct)];
+        let disks = vec![disk("/", "ext4", GIB * 1024, 35.0 + 10.0 * self.unit(5)), self.data_disk(&scenario, in_scenario)];
         let gpus = (0..self.gpus).map(|i| self.gpu(i, &scenario, t)).collect();
         HostMetrics {
             host: self.name.clone(),
@@ -140,6 +159,27 @@ impl SimHostState {
             model_servers: vec![self.model_server(&scenario)],
             probe_errors: Vec::new(),
         }
+    }
+
+    /// The `/data` disk: filling from 70 % in `DiskFilling`, a fixed 40–60 % otherwise.
+    fn data_disk(&self, scenario: &Scenario, in_scenario: Duration) -> Disk {
+        let used_pct = match scenario {
+            Scenario::DiskFilling { percent_per_day } => (70.0 + percent_per_day * in_scenario.as_secs_f64() / 86_400.0).min(100.0),
+            _ => 40.0 + 20.0 * self.unit(4),
+        };
+        disk("/data", "xfs", GIB * 8192, used_pct)
+    }
+
+    /// The key a cached report must match: see [`ScriptKey`]. Cheap (no report is built).
+    fn script_key(&self) -> ScriptKey {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let (scenario, since) = self.scenario.read().clone();
+        let step = match &scenario {
+            Scenario::ContainerFlapping { period_ms } => u64::try_from(since.elapsed().as_millis() / u128::from((*period_ms).max(1))).unwrap_or(u64::MAX),
+            Scenario::DiskFilling { .. } => health::disk_component(&self.data_disk(&scenario, since.elapsed())).status as u64,
+            _ => 0,
+        };
+        ScriptKey { generation, step }
     }
 
     fn gpu(&self, i: u32, scenario: &Scenario, t: f64) -> GpuState {
@@ -218,7 +258,7 @@ impl SimHostState {
     /// The health report this host gives now.
     pub fn report(&self) -> HealthReport {
         let now = gpufleet_core::time::now_ms();
-        let info = AgentInfo { version: SIM_AGENT_VERSION.to_owned(), sample_age_ms: 0, sample_interval_ms: 5_000 };
+        let info = AgentInfo { version: SIM_AGENT_VERSION.to_owned(), sample_age_ms: 0, sample_interval_ms: SAMPLE_INTERVAL_MS };
         health::report(&self.metrics(now), &info, now)
     }
 
@@ -253,14 +293,14 @@ impl AgentBackend for SimHostState {
 
     async fn health_json(&self) -> Bytes {
         self.delay().await;
-        let generation = self.generation.load(Ordering::SeqCst);
-        if let Some((at, g, body)) = &*self.cache.lock() {
-            if *g == generation && at.elapsed() < REPORT_CACHE {
-                return body.clone();
+        let key = self.script_key();
+        if let Some(c) = &*self.cache.lock() {
+            if c.key == key && c.at.elapsed() < REPORT_CACHE {
+                return c.body.clone();
             }
         }
         let body = Bytes::from(serde_json::to_vec(&self.report()).unwrap_or_default());
-        *self.cache.lock() = Some((Instant::now(), generation, body.clone()));
+        *self.cache.lock() = Some(CachedReport { at: Instant::now(), key, body: body.clone() });
         body
     }
 
@@ -335,5 +375,38 @@ mod tests {
         h.set_scenario(Scenario::GpuXid);
         let r: HealthReport = serde_json::from_slice(&h.health_json().await).unwrap();
         assert_eq!(r.status, Status::Critical);
+    }
+
+    /// Polls the cached `/health` body until `done` holds, for less than [`REPORT_CACHE`] (so
+    /// only the script key, not the cache's age, can end a cached answer in time).
+    async fn poll_cached(h: &SimHostState, done: impl Fn(&HealthReport) -> bool) -> bool {
+        let deadline = Instant::now() + REPORT_CACHE / 2;
+        while Instant::now() < deadline {
+            let r: HealthReport = serde_json::from_slice(&h.health_json().await).unwrap();
+            if done(&r) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn cached_health_follows_the_flapping_phase() {
+        let h = host(Scenario::ContainerFlapping { period_ms: 50 });
+        let inference = |r: &HealthReport, state: &str| r.components.iter().any(|c| c.name == "container:inference" && c.message.contains(state));
+        let first: HealthReport = serde_json::from_slice(&h.health_json().await).unwrap();
+        assert_eq!(first.status, Status::Warn);
+        assert!(poll_cached(&h, |r| inference(r, "restarting")).await, "the restarting phase was never served");
+        assert!(poll_cached(&h, |r| inference(r, "unhealthy")).await, "the unhealthy phase was never served again");
+    }
+
+    #[tokio::test]
+    async fn cached_health_follows_the_disk_status_band() {
+        // 70 % → 85 % in about 0.2 s, → 95 % in about 0.33 s.
+        let h = host(Scenario::DiskFilling { percent_per_day: 15.0 / 0.2 * 86_400.0 });
+        let first: HealthReport = serde_json::from_slice(&h.health_json().await).unwrap();
+        assert_eq!(first.status, Status::Ok);
+        assert!(poll_cached(&h, |r| r.status == Status::Critical).await, "the full disk was never served");
     }
 }
