@@ -10,7 +10,8 @@
 //! 4. Meanwhile a writer takes finished checks in batches of up to [`BATCH`] and records each
 //!    batch ([`FleetStore::record_checks`], one transaction), stores its state changes and sends
 //!    them to [`Fleet::subscribe`] subscribers, and the whole batch to
-//!    [`Fleet::subscribe_checks`] subscribers. It renews the lease when half of its time is gone.
+//!    [`Fleet::subscribe_checks`] subscribers. Every interval (half the lease) it renews the
+//!    lease, whether or not checks are finishing.
 //!
 //! On shutdown no new check starts; those in flight finish and are written, then the worker
 //! returns. A failed store write fails the cycle (recorded in the worker status), not the worker:
@@ -148,19 +149,27 @@ impl HealthWorker {
         let mut report = CycleReport::default();
         let mut first_error: Option<FleetError> = None;
         let mut buf = Vec::with_capacity(BATCH);
-        let mut renewed = started;
         let interval = self.fleet.settings().health_interval;
+        // Renewed on a timer, not when checks arrive: a stretch with no finished check (hanging
+        // agents, tries with backoff) must not let the lease lapse mid-cycle, or another replica
+        // starts a cycle over the same hosts.
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::from_std(started) + interval, interval);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             buf.clear();
-            if rx.recv_many(&mut buf, BATCH).await == 0 {
-                break;
-            }
-            if renewed.elapsed() > interval {
-                let held = self.fleet.leases().try_acquire(HEALTH_LEASE, self.fleet.holder(), interval * 2, now_ms()).await;
-                if !matches!(held, Ok(true)) {
-                    warn!(?held, "the health lease could not be renewed during a long cycle");
+            // `recv_many` is cancel safe: a renewal tick loses no check.
+            let received = tokio::select! {
+                n = rx.recv_many(&mut buf, BATCH) => n,
+                _ = renew.tick() => {
+                    let held = self.fleet.leases().try_acquire(HEALTH_LEASE, self.fleet.holder(), interval * 2, now_ms()).await;
+                    if !matches!(held, Ok(true)) {
+                        warn!(?held, "the health lease could not be renewed during a long cycle");
+                    }
+                    continue;
                 }
-                renewed = Instant::now();
+            };
+            if received == 0 {
+                break;
             }
             let mut results: Vec<CheckResult> = Vec::with_capacity(buf.len());
             let mut events: Vec<StateChange> = Vec::new();

@@ -84,14 +84,15 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(schemas: &Schemas, data: &Path) -> Replica {
+    fn start(schemas: &Schemas, data: &Path, health_timeout: &str) -> Replica {
         let port = free_port();
         let child = Command::new(BIN)
             .args(["server", "--roles", "api,fleet", "--database", &test_postgres_url(), "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data)
             .env("GPUFLEET_DATABASE_SCHEMA_PREFIX", &schemas.prefix)
             .env("GPUFLEET_FLEET_HEALTH_INTERVAL", format!("{INTERVAL_MS}ms"))
-            .env("GPUFLEET_FLEET_HEALTH_TIMEOUT", "1s")
+            .env("GPUFLEET_FLEET_HEALTH_TIMEOUT", health_timeout)
+            .env("GPUFLEET_FLEET_UNREACHABLE_AFTER", "4")
             .env("GPUFLEET_ADMIN_KEY", admin_key())
             .env("GPUFLEET_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
@@ -217,63 +218,88 @@ fn lease_holder_pid(prefix: &str) -> Option<u32> {
     holder.trim().strip_prefix("pid")?.split('-').next()?.parse().ok()
 }
 
+/// Two replicas on one schema prefix and a simulated fleet registered through the first; the
+/// replica holding the lease first is `holder`. Fields drop in order: processes, then schemas.
+struct Pair {
+    _sim: Proc,
+    holder: Replica,
+    standby: Replica,
+    /// Host ids in the registry.
+    hosts: Vec<i64>,
+    _dir: tempfile::TempDir,
+    schemas: Schemas,
+}
+
+impl Pair {
+    fn start(health_timeout: &str, sim_args: &[&str]) -> Pair {
+        require_postgres();
+        let schemas = Schemas::new();
+        let dir = tempfile::tempdir().unwrap();
+        // One after the other: the first replica migrates the schemas and bootstraps the admin key.
+        let a = Replica::start(&schemas, &dir.path().join("a"), health_timeout);
+        let b = Replica::start(&schemas, &dir.path().join("b"), health_timeout);
+
+        let mut sim = Command::new(BIN)
+            .args(["sim", "fleet", "--hosts", &HOSTS.to_string(), "--json", "--register", &a.url])
+            .args(sim_args)
+            .env("GPUFLEET_API_KEY", admin_key())
+            .env("GPUFLEET_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn gpufleet sim fleet");
+        let lines = BufReader::new(sim.stdout.take().unwrap()).lines().take(HOSTS);
+        let mut names: Vec<String> =
+            lines.map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap()["name"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        let sim = Proc(sim);
+        assert_eq!(names.len(), HOSTS);
+
+        // Both replicas see the same registry (registered through the first one).
+        wait_until(Duration::from_secs(60), "both replicas list every simulated host", || a.host_names() == names && b.host_names() == names);
+        let hosts: Vec<i64> = query(&format!("SELECT id FROM {}_fleet.hosts ORDER BY id", schemas.prefix))
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(hosts.len(), HOSTS);
+
+        // Which replica holds the lease decides who is expected to work.
+        let mut holder_pid = None;
+        wait_until(Duration::from_secs(30), "a replica holding the fleet.health lease", || {
+            holder_pid = lease_holder_pid(&schemas.prefix);
+            holder_pid.is_some()
+        });
+        let (holder, standby) = if holder_pid == Some(a.pid()) { (a, b) } else { (b, a) };
+        assert_eq!(holder_pid, Some(holder.pid()), "the lease holder is one of the two replicas");
+        Pair { _sim: sim, holder, standby, hosts, _dir: dir, schemas }
+    }
+
+    /// While the holder lives, the standby ticks, skips, and checks nothing.
+    fn assert_standby_idle(&self) {
+        let s = self.standby.health_worker().expect("standby's worker status");
+        assert!(s["lease_held"] == false && s["checks_performed"] == 0 && s["cycles"] == 0, "the standby must not check while the holder lives: {s}");
+        assert!(s["cycles_skipped"].as_u64() > Some(0), "the standby ticks and skips: {s}");
+        assert_eq!(lease_holder_pid(&self.schemas.prefix), Some(self.holder.pid()), "the lease stayed with one replica");
+    }
+}
+
 #[test]
 fn two_replicas_on_postgres_check_each_host_once_per_cycle_across_a_sigkill_takeover() {
-    require_postgres();
-    let schemas = Schemas::new();
-    let dir = tempfile::tempdir().unwrap();
-    // One after the other: the first replica migrates the schemas and bootstraps the admin key.
-    let a = Replica::start(&schemas, &dir.path().join("a"));
-    let b = Replica::start(&schemas, &dir.path().join("b"));
-
-    let mut sim = Command::new(BIN)
-        .args(["sim", "fleet", "--hosts", &HOSTS.to_string(), "--json", "--register", &a.url])
-        .env("GPUFLEET_API_KEY", admin_key())
-        .env("GPUFLEET_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn gpufleet sim fleet");
-    let lines = BufReader::new(sim.stdout.take().unwrap()).lines().take(HOSTS);
-    let mut names: Vec<String> =
-        lines.map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap()["name"].as_str().unwrap().to_owned()).collect();
-    names.sort();
-    let _sim = Proc(sim);
-    assert_eq!(names.len(), HOSTS);
-
-    // Both replicas see the same registry (registered through the first one).
-    wait_until(Duration::from_secs(60), "both replicas list every simulated host", || a.host_names() == names && b.host_names() == names);
-    let hosts: Vec<i64> = query(&format!("SELECT id FROM {}_fleet.hosts ORDER BY id", schemas.prefix))
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
-    assert_eq!(hosts.len(), HOSTS);
-
-    // Which replica holds the lease decides who is expected to work.
-    let mut holder_pid = None;
-    wait_until(Duration::from_secs(30), "a replica holding the fleet.health lease", || {
-        holder_pid = lease_holder_pid(&schemas.prefix);
-        holder_pid.is_some()
-    });
-    let (mut holder, standby) = if holder_pid == Some(a.pid()) { (a, b) } else { (b, a) };
-    assert_eq!(holder_pid, Some(holder.pid()), "the lease holder is one of the two replicas");
-
-    wait_until(Duration::from_secs(60), "complete cycles before the kill", || complete_since(&schemas.prefix, &hosts, 0) >= CYCLES_EACH_SIDE);
-    let h = holder.health_worker().expect("holder's worker status");
+    let mut pair = Pair::start("1s", &[]);
+    let (prefix, hosts) = (pair.schemas.prefix.clone(), pair.hosts.clone());
+    wait_until(Duration::from_secs(60), "complete cycles before the kill", || complete_since(&prefix, &hosts, 0) >= CYCLES_EACH_SIDE);
+    let h = pair.holder.health_worker().expect("holder's worker status");
     assert!(h["lease_held"] == true && h["checks_performed"].as_u64() >= Some((CYCLES_EACH_SIDE * HOSTS) as u64), "holder: {h}");
-    let s = standby.health_worker().expect("standby's worker status");
-    assert!(s["lease_held"] == false && s["checks_performed"] == 0 && s["cycles"] == 0, "the standby must not check while the holder lives: {s}");
-    assert!(s["cycles_skipped"].as_u64() > Some(0), "the standby ticks and skips: {s}");
-    assert_eq!(lease_holder_pid(&schemas.prefix), Some(holder.pid()), "the lease stayed with one replica");
+    pair.assert_standby_idle();
 
     // SIGKILL the holder: no release, its lease must run out.
-    let skipped_before = standby.counter("cycles_skipped").unwrap();
-    holder.kill9();
+    let skipped_before = pair.standby.counter("cycles_skipped").unwrap();
+    pair.holder.kill9();
     // Taken once the holder is reaped: every cycle it started began before this instant.
     let kill_ms = now_ms();
     let mut took_over = None;
     wait_until(Duration::from_secs(30), "the standby running cycles", || {
-        took_over = standby.health_worker().filter(|w| w["cycles"].as_u64() >= Some(1));
+        took_over = pair.standby.health_worker().filter(|w| w["cycles"].as_u64() >= Some(1));
         took_over.is_some()
     });
     let took_over = took_over.unwrap();
@@ -284,13 +310,13 @@ fn two_replicas_on_postgres_check_each_host_once_per_cycle_across_a_sigkill_take
         "the standby took over after {} skipped ticks (lease of 2 intervals; at most {TAKEOVER_TICKS} expected)",
         skipped_after - skipped_before
     );
-    assert_eq!(lease_holder_pid(&schemas.prefix), Some(standby.pid()));
-    wait_until(Duration::from_secs(60), "complete cycles after the takeover", || complete_since(&schemas.prefix, &hosts, kill_ms) >= CYCLES_EACH_SIDE);
-    let s = standby.health_worker().unwrap();
+    assert_eq!(lease_holder_pid(&prefix), Some(pair.standby.pid()));
+    wait_until(Duration::from_secs(60), "complete cycles after the takeover", || complete_since(&prefix, &hosts, kill_ms) >= CYCLES_EACH_SIDE);
+    let s = pair.standby.health_worker().unwrap();
     assert!(s["checks_performed"].as_u64() >= Some((CYCLES_EACH_SIDE * HOSTS) as u64), "the survivor did the work: {s}");
 
     // The ground truth: the history in PostgreSQL.
-    let all = cycles(&history(&schemas.prefix).unwrap());
+    let all = cycles(&history(&prefix).unwrap());
     let first_complete = all.iter().position(|c| c.complete(&hosts)).expect("a complete cycle");
     // The last cycle that started before the kill may have been cut by it (checks finishing near
     // the kill); one that ended well before it must be complete.
@@ -316,6 +342,31 @@ fn two_replicas_on_postgres_check_each_host_once_per_cycle_across_a_sigkill_take
         all.len(),
         skipped_after - skipped_before
     );
+}
+
+/// A cycle whose checks all hang (every agent answers after 5 s, the timeout is 1.5 s, four tries
+/// with backoff: no check finishes for ~7.4 s) outlasts the lease taken at its start (two
+/// intervals, 4 s). The holder must keep its lease while the cycle runs, so the standby, ticking
+/// every 2 s, never starts a cycle of its own over the same hosts.
+#[test]
+fn a_cycle_longer_than_its_lease_is_not_run_by_the_standby_too() {
+    let pair = Pair::start("1500ms", &["--mix", "slow:5000=1"]);
+    let standby_idle = || {
+        let s = pair.standby.health_worker();
+        let idle = s.as_ref().is_some_and(|s| s["lease_held"] == false && s["checks_performed"] == 0 && s["cycles"] == 0);
+        assert!(idle, "the standby took the lease and started a cycle while the holder's cycle ran: {s:?}");
+    };
+    wait_until(Duration::from_secs(60), "two cycles over the hanging hosts", || {
+        standby_idle();
+        pair.holder.counter("checks_performed").is_some_and(|n| n >= 2 * HOSTS as u64)
+    });
+    pair.assert_standby_idle();
+    let rows = history(&pair.schemas.prefix).unwrap();
+    let per_host = rows.iter().fold(BTreeMap::<i64, u32>::new(), |mut m, (h, _)| {
+        *m.entry(*h).or_default() += 1;
+        m
+    });
+    assert_eq!(per_host.len(), HOSTS, "every host checked");
 }
 
 /// The history of `runners` checkers, each checking every host once per interval from its own
