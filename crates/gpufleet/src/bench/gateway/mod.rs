@@ -70,6 +70,10 @@ pub struct GatewayBenchArgs {
     /// with the same harness.
     #[arg(long, value_name = "PATH")]
     pub gpufleet_bin: Option<PathBuf>,
+    /// Worker threads of the gpufleet gateway (`TOKIO_WORKER_THREADS` of the child; default: one
+    /// per core). `1` gives it the same one-thread budget as the one nginx worker.
+    #[arg(long, value_name = "N")]
+    pub gpufleet_threads: Option<u16>,
 }
 
 /// A peer gateway to measure beside gpufleet.
@@ -285,6 +289,10 @@ fn start_gpufleet(
     }
     cmd.env("GPUFLEET_ADMIN_KEY", key)
         .env("GPUFLEET_LOG_LEVEL", "warn");
+    match args.gpufleet_threads {
+        Some(n) => cmd.env("TOKIO_WORKER_THREADS", n.max(1).to_string()),
+        None => cmd.env_remove("TOKIO_WORKER_THREADS"),
+    };
     if !auth {
         // Loopback only; the server refuses this on any other address.
         cmd.env("GPUFLEET_SERVER_AUTH", "false");

@@ -111,6 +111,7 @@ fn summarize(
     let json = json!({
         "seconds": args.seconds, "warmup_seconds": args.warmup,
         "gpufleet_variant": gf, "targets": targets,
+        "gpufleet_worker_threads": args.gpufleet_threads.map_or(json!("one per core"), |n| json!(n.max(1))),
         "gpufleet_rss_mb": round(rss_mb, 1), "gpufleet_rss_mb_by_variant": rss,
         "auth_on_minus_off_p99_ms": auth_added, "peers": peers,
         "gpufleet_over_litellm_rps": litellm_ratio,
@@ -143,7 +144,9 @@ pub(super) fn report(
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
+    let threads = args.gpufleet_threads.map_or("one per core".to_owned(), |n| n.max(1).to_string());
     println!("gateway overhead ({} s per run after {} s warm-up, wrk -t1, mock backends = nginx return 200;", args.seconds, args.warmup);
+    println!("  nginx: 1 worker; gpufleet worker threads: {threads};");
     println!("  cores and µs/req: CPU of the serving process tree during the run — for direct, the mock backends):");
     println!(
         "  {:<18} {:>5} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8} {:>6} {:>8}",
