@@ -6,6 +6,10 @@
 //! agents kept them open ("warm"), as cycles do in a running server. `gpufleet bench fleet` runs
 //! this against the simulated fleet; `examples/fleet_bench.rs` does the same with the simulated
 //! fleet in a child process.
+//!
+//! For the server-memory figure the benchmark also fills a fleet database before a real server
+//! opens it: [`register_hosts`] and [`prefill_history`] (days of health history at a coarse
+//! spacing, in bulk SQL).
 
 use crate::config::FleetConfig;
 use crate::error::FleetError;
@@ -75,12 +79,7 @@ pub async fn run_cycle_bench(hosts: &[(String, String)], opts: &BenchOptions, di
     };
     let settings = cfg.validate().map_err(|e| FleetError::invalid(e.field.clone(), e.problem))?;
     let store = Arc::new(SqliteFleetStore::open(&dir.join("fleet-bench.db")).await?);
-    let started = std::time::Instant::now();
-    for (name, url) in hosts {
-        let spec = HostInput { name: name.clone(), agent_url: url.clone(), ..Default::default() }.validate()?;
-        store.create_host(&spec, now_ms()).await?;
-    }
-    let register_s = started.elapsed().as_secs_f64();
+    let register_s = register_hosts(&store, hosts).await?;
     let (_fleet, workers) = Fleet::new(store, Arc::new(LocalLeases::new()), settings)?;
     let shutdown = Shutdown::new();
     let cold = workers.health.run_cycle(&shutdown).await?;
@@ -104,6 +103,80 @@ pub async fn run_cycle_bench(hosts: &[(String, String)], opts: &BenchOptions, di
     })
 }
 
+/// Registers `hosts` (`(name, agent_url)`, active, state `unknown`) through the store's API;
+/// returns the seconds it took.
+pub async fn register_hosts(store: &SqliteFleetStore, hosts: &[(String, String)]) -> Result<f64, FleetError> {
+    let started = std::time::Instant::now();
+    for (name, url) in hosts {
+        let spec = HostInput { name: name.clone(), agent_url: url.clone(), ..Default::default() }.validate()?;
+        store.create_host(&spec, now_ms()).await?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// What [`prefill_history`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PrefillReport {
+    /// Hosts given history (every registered host).
+    pub hosts: u64,
+    /// Checks per host (`days · 86,400 s / every`).
+    pub checks_per_host: u64,
+    /// Rows in `health_checks` afterwards.
+    pub history_rows: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Health history for every registered host: one `healthy` check (no failed components, latency
+/// 1–20 ms) every `every` over the last `days` days, the newest `every` ago, written with
+/// `INSERT … SELECT` over a recursive series `CROSS JOIN hosts`, one transaction per day.
+/// Rows are what the health worker writes for a healthy host; only their spacing is coarser
+/// than a real history's (30 days at 30 s would be 864 M rows for 10,000 hosts).
+pub async fn prefill_history(store: &SqliteFleetStore, days: u32, every: Duration) -> Result<PrefillReport, FleetError> {
+    let started = std::time::Instant::now();
+    let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1_000);
+    let per_day = (86_400_000 / every_ms).max(1);
+    let now = now_ms();
+    let mut conn = store.pool().acquire().await?;
+    // A page cache large enough for the hot index pages of a bulk insert (this connection only).
+    sqlx::query("PRAGMA cache_size = -262144").execute(&mut *conn).await?;
+    for day in 0..i64::from(days) {
+        // Steps k of this day: at = now - (days·per_day - k)·every, k in [day·per_day, (day+1)·per_day).
+        let first = day * per_day;
+        let total = i64::from(days) * per_day;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(
+            "WITH RECURSIVE t(k) AS (SELECT ?1 UNION ALL SELECT k + 1 FROM t WHERE k + 1 < ?2) \
+             INSERT INTO health_checks (host_id, at_ms, state, latency_ms, error, components, failures) \
+             SELECT h.id, ?3 - (?4 - t.k) * ?5, 'healthy', 1.0 + (abs(random()) % 1900) / 100.0, NULL, NULL, 0 \
+             FROM t CROSS JOIN hosts h",
+        )
+        .bind(first)
+        .bind(first + per_day)
+        .bind(now)
+        .bind(total)
+        .bind(every_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    sqlx::query("PRAGMA cache_size = -2000").execute(&mut *conn).await?;
+    let hosts: i64 = sqlx::query_scalar("SELECT count(*) FROM hosts").fetch_one(&mut *conn).await?;
+    drop(conn);
+    Ok(PrefillReport {
+        hosts: u64::try_from(hosts).unwrap_or(0),
+        checks_per_host: u64::try_from(i64::from(days) * per_day).unwrap_or(0),
+        history_rows: history_rows(store).await?,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Rows in the health history.
+pub async fn history_rows(store: &SqliteFleetStore) -> Result<u64, FleetError> {
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM health_checks").fetch_one(store.pool()).await?;
+    Ok(u64::try_from(rows).unwrap_or(0))
+}
+
 fn median(v: &[f64]) -> Option<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -112,6 +185,30 @@ fn median(v: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn prefilled_history_spans_the_days_at_the_spacing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteFleetStore::open(&dir.path().join("f.db")).await.unwrap();
+        let hosts: Vec<(String, String)> = (0..3).map(|i| (format!("h{i}"), format!("http://127.0.0.1:{}", 9000 + i))).collect();
+        register_hosts(&store, &hosts).await.unwrap();
+        let before = now_ms();
+        let r = prefill_history(&store, 2, Duration::from_secs(3600)).await.unwrap();
+        assert_eq!((r.hosts, r.checks_per_host, r.history_rows), (3, 48, 144));
+        let (min, max, distinct): (i64, i64, i64) =
+            sqlx::query_as("SELECT min(at_ms), max(at_ms), count(DISTINCT at_ms) FROM health_checks WHERE host_id = (SELECT min(id) FROM hosts)")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(distinct, 48);
+        assert_eq!(max - min, 47 * 3_600_000);
+        assert!(max <= before && max >= before - 3_600_000, "newest row one spacing ago: {max} vs {before}");
+        let history = store.health_history(1, &crate::store::HistoryQuery { since_ms: None, limit: 5 }).await.unwrap();
+        assert_eq!(history.len(), 5);
+        assert!(history.iter().all(|c| c.state == crate::model::HostState::Healthy && c.error.is_none()));
+    }
+
     #[test]
     fn median_of_odd_and_even_and_empty() {
         assert_eq!(super::median(&[3.0, 1.0, 2.0]), Some(2.0));

@@ -12,6 +12,8 @@
 //! raises the soft `RLIMIT_NOFILE` to the hard limit; with the hard limit at 20,000 (this
 //! project's machines), 10,000 hosts leave ~9,700 connections, and [`listen`] closes a random idle
 //! connection to admit a new one rather than running out.
+//! `gpufleet bench fleet` therefore splits large fleets over several processes (at most 5,000
+//! hosts each by default, contiguous ports), so no process evicts.
 //!
 //! Measured with `examples/sim_load.rs` (release build, fleet in a child process with 2 tokio
 //! workers, load generator of 64 tasks holding one keep-alive connection per host, both on the same

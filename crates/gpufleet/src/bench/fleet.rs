@@ -5,13 +5,17 @@
 //! (aiohttp, 256 concurrent, keep-alive; the same code as the peers script's `sem_cycle`) against
 //! the same simulated fleet in the same run.
 //!
-//! The simulated fleet runs in a child process (`gpufleet sim fleet --hosts N --base-port P`), so
-//! the checker and the agents compete for the two cores as they would on one machine.
+//! The simulated fleet runs in child processes (`gpufleet sim fleet --hosts N --base-port P`, at
+//! most `--shard-hosts` hosts each: [`shards`]), so the checker and the agents compete for the two
+//! cores as they would on one machine. Then a real `gpufleet server --roles api,fleet` watches the
+//! same fleet for the server-memory figure, without and with 30 days of history ([`server_rss`]).
 
-use super::proc::{on_path, ChildProc};
+mod server_rss;
+mod shards;
+
+use super::proc::on_path;
 use anyhow::{bail, Context, Result};
 use gpufleet_fleet::bench::{run_cycle_bench, BenchOptions};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -22,18 +26,38 @@ pub struct FleetBenchArgs {
     /// Simulated hosts.
     #[arg(long, default_value_t = 10_000)]
     pub hosts: usize,
-    /// First loopback port of the simulated fleet (host i listens on base + i).
-    #[arg(long, default_value_t = 30_000)]
+    /// First loopback port of the simulated fleet (host i listens on base + i). Keep the range
+    /// below the ephemeral ports (32768 on Linux), where outgoing connections would collide.
+    #[arg(long, default_value_t = 15_000)]
     pub base_port: u16,
     /// Checks in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Idle keep-alive connections the checker keeps (`[fleet] agent_keepalive`, default 4096),
+    /// in the cycles and in the measured server alike; agents beyond it get a new connection per
+    /// check.
+    #[arg(long, default_value_t = 4096)]
+    pub keepalive: usize,
     /// Warm cycles measured after the first.
     #[arg(long, default_value_t = 3)]
     pub cycles: usize,
+    /// Most simulated hosts per `sim fleet` process (each holds a listener and up to one
+    /// connection per host, within the open-file limit).
+    #[arg(long, default_value_t = 5_000)]
+    pub shard_hosts: usize,
     /// Skip the Python asyncio baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Skip the server-memory measurement (`server_rss_mb`).
+    #[arg(long)]
+    pub no_server_rss: bool,
+    /// Days of health history prefilled for the server-memory measurement.
+    #[arg(long, default_value_t = 30)]
+    pub history_days: u32,
+    /// Spacing of the prefilled history (e.g. 10m, 1h); the server checks every 30 s by default,
+    /// which for 30 days would be 864 M rows at 10,000 hosts.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub history_every: Duration,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -78,35 +102,23 @@ pub async fn run(args: &FleetBenchArgs) -> Result<()> {
         bail!("--base-port {} + --hosts {} runs past port 65000", args.base_port, args.hosts);
     }
     let exe = std::env::current_exe().context("locating the gpufleet binary")?;
-    eprintln!("starting {} simulated hosts on 127.0.0.1:{}..", args.hosts, args.base_port);
-    let mut cmd = Command::new(&exe);
-    cmd.args(["sim", "fleet", "--json", "--hosts", &args.hosts.to_string(), "--base-port", &args.base_port.to_string()])
-        .env("GPUFLEET_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut sim = ChildProc::spawn_graceful(&mut cmd, "gpufleet sim fleet")?;
-    let out = sim.take_stdout().context("sim fleet stdout")?;
-    let n = args.hosts;
-    let hosts: Vec<(String, String)> = tokio::task::spawn_blocking(move || {
-        BufReader::new(out)
-            .lines()
-            .take(n)
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(&l?).map_err(std::io::Error::other)?;
-                Ok((v["name"].as_str().unwrap_or_default().to_owned(), v["agent_url"].as_str().unwrap_or_default().to_owned()))
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-    })
-    .await??;
-    if hosts.len() != args.hosts {
-        bail!("the simulated fleet listed {} of {} hosts", hosts.len(), args.hosts);
-    }
+    // The bench process holds a connection per kept-alive agent: lift its own soft limit.
+    gpufleet_agent::sim::listen::raise_nofile(args.hosts as u64 + 2048);
+    let mut sims = shards::Shards::start(&exe, args.hosts, args.base_port, args.shard_hosts).await?;
+    eprintln!("{} simulated hosts on 127.0.0.1:{}.. in {} sim fleet processes", args.hosts, args.base_port, sims.count());
     let dir = tempfile::tempdir()?;
-    let opts = BenchOptions { concurrency: args.concurrency, timeout: Duration::from_secs(5), warm_cycles: args.cycles, ..BenchOptions::default() };
+    let opts = BenchOptions { concurrency: args.concurrency, timeout: Duration::from_secs(5), warm_cycles: args.cycles, keepalive: args.keepalive };
     eprintln!("gpufleet health cycles ({} warm)…", args.cycles);
-    let ours = run_cycle_bench(&hosts, &opts, dir.path()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ours = run_cycle_bench(&sims.hosts, &opts, dir.path()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let baseline = if args.no_baseline { None } else { baseline(args).await.map_err(|e| eprintln!("baseline skipped: {e:#}")).ok() };
-    sim.terminate(Duration::from_secs(10), |_| {}).await.ok();
+    sims.ensure_running()?;
+    let server = if args.no_server_rss {
+        None
+    } else {
+        let token = gpufleet_agent::sim::DEFAULT_SIM_TOKEN;
+        Some(server_rss::measure(&exe, &sims.hosts, args.history_days, args.history_every, token, args.keepalive).await?)
+    };
+    sims.stop().await;
 
     let base_rate = baseline.as_ref().and_then(|b| b["checks_per_s"].as_f64());
     let ratio = base_rate.map(|b| ours.checks_per_s / b);
@@ -120,11 +132,17 @@ pub async fn run(args: &FleetBenchArgs) -> Result<()> {
             "baseline_checks_per_s": base_rate,
             "ratio_vs_baseline": ratio,
             "baseline": baseline,
-            "server_rss_mb": serde_json::Value::Null,
+            "requests": ours.requests,
+            "store_s": ours.store_s,
+            "warm_cycles_s": ours.warm_cycles_s,
+            "sim_processes": args.hosts.div_ceil(args.shard_hosts.max(1)),
+            "keepalive": args.keepalive,
+            "server_rss_mb": server.as_ref().map(|s| s.with_history.vm_hwm_mb),
+            "server_rss": server,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("fleet health cycle over {} simulated hosts ({} concurrent checks)", ours.hosts, args.concurrency);
+        println!("fleet health cycle over {} simulated hosts ({} concurrent checks, {} kept-alive connections)", ours.hosts, args.concurrency, args.keepalive);
         println!("  gpufleet      {:>8.3} s/cycle  {:>9.0} checks/s  (cold cycle {:.3} s; answered {})", ours.cycle_s, ours.checks_per_s, ours.cold_cycle_s, ours.answered);
         match (&baseline, ratio) {
             (Some(b), Some(r)) => println!(
@@ -133,6 +151,21 @@ pub async fn run(args: &FleetBenchArgs) -> Result<()> {
                 b["checks_per_s"].as_f64().unwrap_or(0.0)
             ),
             _ => println!("  asyncio baseline: not measured"),
+        }
+        match &server {
+            Some(s) => {
+                for (what, r) in [("no history", &s.no_history), ("with history", &s.with_history)] {
+                    println!(
+                        "  server RSS    {what:<12}  VmHWM {:>6.1} MB  VmRSS {:>6.1} MB  ({} history rows, fleet.db {:.0} MB, {} health cycles, {} metrics fetches)",
+                        r.vm_hwm_mb, r.vm_rss_mb, r.history_rows, r.fleet_db_mb, r.health_cycles, r.metrics_fetches
+                    );
+                }
+                println!(
+                    "  history prefilled: {} days, one check per host every {:.0} s ({} rows in {:.1} s); target <= 200 MB",
+                    s.history_days, s.history_every_s, s.prefill.history_rows, s.prefill.seconds
+                );
+            }
+            None => println!("  server RSS: not measured"),
         }
     }
     Ok(())
