@@ -50,6 +50,11 @@ pub async fn serve(listener: TcpListener, app: ApiService, tls: Option<Arc<tokio
                 }
             },
         };
+        // Answers and SSE chunks leave at once (as nginx's `tcp_nodelay on`): Nagle would hold a
+        // small chunk back until the client's delayed ACK.
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%error, %peer, "TCP_NODELAY not set");
+        }
         let svc = app.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             req
