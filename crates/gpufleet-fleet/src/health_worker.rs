@@ -10,8 +10,12 @@
 //! 4. Meanwhile a writer takes finished checks in batches of up to [`BATCH`] and records each
 //!    batch ([`FleetStore::record_checks`], one transaction), stores its state changes and sends
 //!    them to [`Fleet::subscribe`] subscribers, and the whole batch to
-//!    [`Fleet::subscribe_checks`] subscribers. Every interval (half the lease) it renews the
-//!    lease, whether or not checks are finishing.
+//!    [`Fleet::subscribe_checks`] subscribers.
+//! 5. Meanwhile, every interval (half the lease), the lease is renewed ([`CycleLease`]), whether
+//!    or not checks are finishing. Once it is lost — taken by another replica, or not confirmed
+//!    before it ran out because the store failed — no new check starts in this cycle; those in
+//!    flight finish and are written, the loss is logged and counted (`cycles_lease_lost`,
+//!    [`CycleReport::lease_lost`]), and the next tick tries to take the lease again.
 //!
 //! On shutdown no new check starts; those in flight finish and are written, then the worker
 //! returns. A failed store write fails the cycle (recorded in the worker status), not the worker:
@@ -20,6 +24,7 @@
 use crate::check::{CheckOutcome, Checker};
 use crate::error::FleetError;
 use crate::fleet::Fleet;
+use crate::lease::{while_held, CycleLease};
 use crate::model::{CheckResult, HostStatus, StateChange};
 use crate::store::{HostFilter, HostOrder};
 use async_trait::async_trait;
@@ -57,6 +62,9 @@ pub struct CycleReport {
     pub store_s: f64,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// Why the lease was lost during the cycle, which then started no new check (hosts after
+    /// the loss were not checked); `None` when it was kept (or the cycle ran without one).
+    pub lease_lost: Option<String>,
 }
 
 /// Whether a tick ran a cycle.
@@ -82,20 +90,24 @@ impl HealthWorker {
 
     /// One tick: take (or renew) the lease, and when held run one cycle.
     pub async fn tick(&self, shutdown: &Shutdown) -> Result<Tick, FleetError> {
-        let interval = self.fleet.settings().health_interval;
-        let held = self.fleet.leases().try_acquire(HEALTH_LEASE, self.fleet.holder(), interval * 2, now_ms()).await?;
-        self.fleet.health_stats().lease(held);
-        if !held {
+        let ttl = self.fleet.settings().health_interval * 2;
+        let lease = CycleLease::acquire(self.fleet.leases(), HEALTH_LEASE, self.fleet.holder(), ttl).await?;
+        self.fleet.health_stats().lease(lease.is_some());
+        let Some(lease) = lease else {
             debug!("another replica holds the health lease; skipping this cycle");
             return Ok(Tick::Skipped);
-        }
-        self.run_cycle(shutdown).await.map(Tick::Ran)
+        };
+        self.timed_cycle(shutdown, Some(lease)).await.map(Tick::Ran)
     }
 
-    /// One cycle over every active host, without the lease (the benchmark and [`Self::tick`]).
+    /// One cycle over every active host, without the lease (the benchmark and tests).
     pub async fn run_cycle(&self, shutdown: &Shutdown) -> Result<CycleReport, FleetError> {
+        self.timed_cycle(shutdown, None).await
+    }
+
+    async fn timed_cycle(&self, shutdown: &Shutdown, lease: Option<CycleLease>) -> Result<CycleReport, FleetError> {
         let started = Instant::now();
-        let result = self.cycle(shutdown, started).await;
+        let result = self.cycle(shutdown, started, lease).await;
         let (hosts, error) = match &result {
             Ok(r) => (r.hosts as u64, None),
             Err(e) => (0, Some(e.to_string())),
@@ -104,12 +116,15 @@ impl HealthWorker {
         result
     }
 
-    async fn cycle(&self, shutdown: &Shutdown, started: Instant) -> Result<CycleReport, FleetError> {
+    async fn cycle(&self, shutdown: &Shutdown, started: Instant, lease: Option<CycleLease>) -> Result<CycleReport, FleetError> {
         let filter = HostFilter { status: Some(HostStatus::Active), order: HostOrder::StaleFirst, ..Default::default() };
         let hosts = self.fleet.store().list_hosts(&filter).await?;
         let concurrency = self.fleet.settings().health_concurrency.get();
         let (tx, rx) = mpsc::channel::<CheckOutcome>(BATCH * 2);
         let checker = self.checker.clone();
+        // Fires on shutdown, or when the lease is lost.
+        let stop = shutdown.child();
+        let stop_checks = stop.clone();
         let checks = async move {
             // One task per check, so checks use every runtime thread; the semaphore bounds them
             // and its FIFO order keeps the stale-first order. The set is joined before the cycle
@@ -118,13 +133,17 @@ impl HealthWorker {
             let mut tasks = JoinSet::new();
             for host in hosts {
                 let permit = tokio::select! {
+                    biased;
+                    // On shutdown or a lost lease no new check starts; those in flight finish.
+                    _ = stop_checks.wait() => break,
                     p = permits.clone().acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => break,
                     },
-                    // On shutdown no new check starts; those in flight finish.
-                    _ = shutdown.wait() => break,
                 };
+                if stop_checks.is_triggered() {
+                    break;
+                }
                 let (checker, tx) = (checker.clone(), tx.clone());
                 tasks.spawn(async move {
                     let outcome = checker.check(&host).await;
@@ -136,39 +155,24 @@ impl HealthWorker {
             drop(tx);
             while tasks.join_next().await.is_some() {}
         };
-        let (_, written) = tokio::join!(checks, self.write(rx, started));
+        let work = async { tokio::join!(checks, self.write(rx)).1 };
+        let (written, lost) = while_held(lease, self.fleet.health_stats(), &stop, work).await;
         self.fleet.agent_http().evict_idle();
         let mut report = written?;
         report.seconds = started.elapsed().as_secs_f64();
-        info!(hosts = report.hosts, answered = report.answered, changes = report.changes, seconds = report.seconds, "health cycle done");
+        report.lease_lost = lost.map(|l| l.to_string());
+        info!(hosts = report.hosts, answered = report.answered, changes = report.changes, seconds = report.seconds, lease_lost = ?report.lease_lost, "health cycle done");
         Ok(report)
     }
 
     /// Drains finished checks into the store in batches.
-    async fn write(&self, mut rx: mpsc::Receiver<CheckOutcome>, started: Instant) -> Result<CycleReport, FleetError> {
+    async fn write(&self, mut rx: mpsc::Receiver<CheckOutcome>) -> Result<CycleReport, FleetError> {
         let mut report = CycleReport::default();
         let mut first_error: Option<FleetError> = None;
         let mut buf = Vec::with_capacity(BATCH);
-        let interval = self.fleet.settings().health_interval;
-        // Renewed on a timer, not when checks arrive: a stretch with no finished check (hanging
-        // agents, tries with backoff) must not let the lease lapse mid-cycle, or another replica
-        // starts a cycle over the same hosts.
-        let mut renew = tokio::time::interval_at(tokio::time::Instant::from_std(started) + interval, interval);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             buf.clear();
-            // `recv_many` is cancel safe: a renewal tick loses no check.
-            let received = tokio::select! {
-                n = rx.recv_many(&mut buf, BATCH) => n,
-                _ = renew.tick() => {
-                    let held = self.fleet.leases().try_acquire(HEALTH_LEASE, self.fleet.holder(), interval * 2, now_ms()).await;
-                    if !matches!(held, Ok(true)) {
-                        warn!(?held, "the health lease could not be renewed during a long cycle");
-                    }
-                    continue;
-                }
-            };
-            if received == 0 {
+            if rx.recv_many(&mut buf, BATCH).await == 0 {
                 break;
             }
             let mut results: Vec<CheckResult> = Vec::with_capacity(buf.len());

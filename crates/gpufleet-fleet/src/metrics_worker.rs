@@ -9,11 +9,17 @@
 //! server's time when the agent's clock is more than [`MAX_SKEW_MS`] off (so a wrong clock cannot
 //! aim at a month without a partition). Unreachable and critical hosts are not read: their last
 //! metrics stay as they were.
+//!
+//! During a round the lease is renewed every interval (half the lease, [`CycleLease`]); once it
+//! is lost (taken by another replica, or not confirmed before it ran out) no new fetch starts in
+//! this round, those in flight finish and are stored, and the loss is logged and counted
+//! (`cycles_lease_lost`, [`MetricsReport::lease_lost`]); the next tick tries to take it again.
 
 use crate::check::{takes_metrics, Checker};
 use crate::error::FleetError;
 use crate::fleet::Fleet;
 use crate::health_worker::BATCH;
+use crate::lease::{while_held, CycleLease};
 use crate::model::HostStatus;
 use crate::store::{HostFilter, HostOrder};
 use async_trait::async_trait;
@@ -34,7 +40,7 @@ pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 /// What one round did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct MetricsReport {
-    /// Hosts asked.
+    /// Hosts asked (all that take metrics, unless shutdown or a lost lease ended the round early).
     pub hosts: usize,
     /// Samples stored.
     pub stored: usize,
@@ -44,6 +50,9 @@ pub struct MetricsReport {
     pub partitions_created: Vec<String>,
     /// Wall time, seconds.
     pub seconds: f64,
+    /// Why the lease was lost during the round, which then started no new fetch; `None` when
+    /// it was kept.
+    pub lease_lost: Option<String>,
 }
 
 /// The metrics worker; see the module docs.
@@ -61,14 +70,17 @@ impl MetricsWorker {
     /// One tick: take (or renew) the lease and, when held, run one round. `None`: skipped.
     pub async fn tick(&self, shutdown: &Shutdown) -> Result<Option<MetricsReport>, FleetError> {
         let ttl = self.fleet.settings().metrics_interval * 2;
-        let held = self.fleet.leases().try_acquire(METRICS_LEASE, self.fleet.holder(), ttl, now_ms()).await?;
-        self.fleet.metrics_stats().lease(held);
-        if !held {
+        let lease = CycleLease::acquire(self.fleet.leases(), METRICS_LEASE, self.fleet.holder(), ttl).await?;
+        self.fleet.metrics_stats().lease(lease.is_some());
+        let Some(lease) = lease else {
             debug!("another replica holds the metrics lease; skipping this round");
             return Ok(None);
-        }
+        };
         let started = Instant::now();
-        let result = self.round(shutdown).await;
+        // Fires on shutdown, or when the lease is lost.
+        let stop = shutdown.child();
+        let (result, lost) = while_held(Some(lease), self.fleet.metrics_stats(), &stop, self.round(&stop)).await;
+        let result = result.map(|r| MetricsReport { lease_lost: lost.map(|l| l.to_string()), ..r });
         let (hosts, error) = match &result {
             Ok(r) => (r.hosts as u64, None),
             Err(e) => (0, Some(e.to_string())),
@@ -82,7 +94,6 @@ impl MetricsWorker {
         let mut report = MetricsReport { partitions_created: self.fleet.store().ensure_partitions(now_ms(), 1).await?, ..Default::default() };
         let filter = HostFilter { status: Some(HostStatus::Active), order: HostOrder::StaleFirst, ..Default::default() };
         let hosts: Vec<_> = self.fleet.store().list_hosts(&filter).await?.into_iter().filter(takes_metrics).collect();
-        report.hosts = hosts.len();
         let concurrency = self.fleet.settings().health_concurrency.get();
         let stop = shutdown.clone();
         let checker = self.checker.clone();
@@ -103,6 +114,7 @@ impl MetricsWorker {
             let now = now_ms();
             let mut batch: Vec<(i64, Arc<HostMetrics>)> = Vec::with_capacity(chunk.len());
             for (host, answer) in chunk {
+                report.hosts += 1;
                 stats.check(answer.is_ok(), 1);
                 match answer {
                     Ok(mut m) => {
@@ -120,7 +132,7 @@ impl MetricsWorker {
             report.stored += self.fleet.store_metrics(batch).await?;
         }
         report.seconds = started.elapsed().as_secs_f64();
-        info!(hosts = report.hosts, stored = report.stored, failed = report.failed, "metrics round done");
+        info!(hosts = report.hosts, stored = report.stored, failed = report.failed, stopped = shutdown.is_triggered(), "metrics round done");
         Ok(report)
     }
 }

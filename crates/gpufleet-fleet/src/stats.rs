@@ -22,6 +22,7 @@ pub struct WorkerStats {
     cycles: AtomicU64,
     cycles_skipped: AtomicU64,
     cycles_failed: AtomicU64,
+    cycles_lease_lost: AtomicU64,
     last: Mutex<LastCycle>,
 }
 
@@ -60,6 +61,9 @@ pub struct WorkerReport {
     pub cycles_skipped: u64,
     /// Cycles that failed (store unreachable…).
     pub cycles_failed: u64,
+    /// Cycles cut short because this replica lost the lease during them (no new check started
+    /// after the loss).
+    pub cycles_lease_lost: u64,
     /// End of the last cycle run here (epoch ms).
     pub last_run_ms: Option<i64>,
     /// Its duration, ms.
@@ -85,6 +89,7 @@ impl WorkerStats {
             cycles: AtomicU64::new(0),
             cycles_skipped: AtomicU64::new(0),
             cycles_failed: AtomicU64::new(0),
+            cycles_lease_lost: AtomicU64::new(0),
             last: Mutex::new(LastCycle::default()),
         }
     }
@@ -115,6 +120,12 @@ impl WorkerStats {
         if !held {
             self.cycles_skipped.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counted when the loss is noticed, not when the cycle ends.
+    pub(crate) fn lease_lost(&self) {
+        self.lease_held.store(false, Relaxed);
+        self.cycles_lease_lost.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn cycle(&self, end_ms: i64, took: Duration, hosts: u64, error: Option<String>) {
@@ -152,6 +163,7 @@ impl WorkerStats {
             cycles: self.cycles.load(Relaxed),
             cycles_skipped: self.cycles_skipped.load(Relaxed),
             cycles_failed: self.cycles_failed.load(Relaxed),
+            cycles_lease_lost: self.cycles_lease_lost.load(Relaxed),
             last_run_ms: last.run_ms,
             last_duration_ms: last.duration_ms,
             last_cycle_hosts: last.hosts,

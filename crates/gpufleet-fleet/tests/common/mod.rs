@@ -1,6 +1,6 @@
 //! Shared test support: a stub agent serving many hosts on one loopback port (host `i` under
 //! `/h/{i}`) with a scripted answer per host, request counters, the order of requests and the
-//! most requests in flight at once; and helpers to build a fleet over a SQLite store.
+//! most requests in flight at once, requests held until the test releases them; and helpers to build a fleet over a SQLite store.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -27,6 +27,9 @@ pub enum Answer {
     Garbage,
     /// A healthy report after this long.
     Slow(Duration),
+    /// A healthy report (or host metrics) once [`Stub::release_held`] is called; until then the
+    /// request waits (counted by [`Stub::held`]).
+    Held,
 }
 
 #[derive(Default)]
@@ -36,6 +39,20 @@ struct StubState {
     order: Mutex<Vec<usize>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    held: AtomicUsize,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl StubState {
+    /// Waits, when host `i` answers [`Answer::Held`], until the test releases held requests.
+    async fn hold(&self, i: usize) {
+        if self.answers.lock().get(i) != Some(&Answer::Held) {
+            return;
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let mut released = self.released.subscribe();
+        let _ = released.wait_for(|r| *r).await;
+    }
 }
 
 /// A running stub agent.
@@ -88,6 +105,16 @@ impl Stub {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests that reached an [`Answer::Held`] (waiting or released).
+    pub fn held(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
+    }
+
+    /// Lets every held request (and every later one) answer.
+    pub fn release_held(&self) {
+        self.state.released.send_replace(true);
+    }
+
     /// Changes host `i`'s answer.
     pub fn set(&self, i: usize, a: Answer) {
         self.state.answers.lock()[i] = a;
@@ -110,12 +137,17 @@ async fn health(State(s): State<Arc<StubState>>, Path(i): Path<usize>) -> Respon
             tokio::time::sleep(d).await;
             Json(report(i, Status::Ok)).into_response()
         }
+        Answer::Held => {
+            s.hold(i).await;
+            Json(report(i, Status::Ok)).into_response()
+        }
     };
     s.in_flight.fetch_sub(1, Ordering::SeqCst);
     resp
 }
 
-async fn metrics(Path(i): Path<usize>) -> Json<HostMetrics> {
+async fn metrics(State(s): State<Arc<StubState>>, Path(i): Path<usize>) -> Json<HostMetrics> {
+    s.hold(i).await;
     Json(HostMetrics { host: format!("stub-{i}"), time_ms: gpufleet_core::time::now_ms(), ..Default::default() })
 }
 
