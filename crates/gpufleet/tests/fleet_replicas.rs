@@ -17,7 +17,10 @@
 //!   its own ticks (the lease lasts two intervals) and the property holds on across the takeover;
 //! - a cycle whose checks all hang for longer than the lease (no check finishes for ~7.4 s) keeps
 //!   the lease, so the other replica does not start a second cycle over the same hosts (the
-//!   holder used to renew only when a check finished).
+//!   holder used to renew only when a check finished);
+//! - a holder whose lease is taken in the middle of a long cycle (a third holder written into
+//!   the leases table) starts no new check in it, counts the loss (`cycles_lease_lost`), and while
+//!   the lease is held elsewhere neither replica checks; once it is free the cycles go on.
 //!
 //! PostgreSQL must be running; when it is not, the test fails with the command that starts it.
 //! The schemas it creates are dropped afterwards.
@@ -87,7 +90,7 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(schemas: &Schemas, data: &Path, health_timeout: &str) -> Replica {
+    fn start(schemas: &Schemas, data: &Path, health_timeout: &str, env: &[(&str, &str)]) -> Replica {
         let port = free_port();
         let child = Command::new(BIN)
             .args(["server", "--roles", "api,fleet", "--database", &test_postgres_url(), "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -98,6 +101,7 @@ impl Replica {
             .env("GPUFLEET_FLEET_UNREACHABLE_AFTER", "4")
             .env("GPUFLEET_ADMIN_KEY", admin_key())
             .env("GPUFLEET_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -234,13 +238,13 @@ struct Pair {
 }
 
 impl Pair {
-    fn start(health_timeout: &str, sim_args: &[&str]) -> Pair {
+    fn start(health_timeout: &str, sim_args: &[&str], env: &[(&str, &str)]) -> Pair {
         require_postgres();
         let schemas = Schemas::new();
         let dir = tempfile::tempdir().unwrap();
         // One after the other: the first replica migrates the schemas and bootstraps the admin key.
-        let a = Replica::start(&schemas, &dir.path().join("a"), health_timeout);
-        let b = Replica::start(&schemas, &dir.path().join("b"), health_timeout);
+        let a = Replica::start(&schemas, &dir.path().join("a"), health_timeout, env);
+        let b = Replica::start(&schemas, &dir.path().join("b"), health_timeout, env);
 
         let mut sim = Command::new(BIN)
             .args(["sim", "fleet", "--hosts", &HOSTS.to_string(), "--json", "--register", &a.url])
@@ -288,7 +292,7 @@ impl Pair {
 
 #[test]
 fn two_replicas_on_postgres_check_each_host_once_per_cycle_across_a_sigkill_takeover() {
-    let mut pair = Pair::start("1s", &[]);
+    let mut pair = Pair::start("1s", &[], &[]);
     let (prefix, hosts) = (pair.schemas.prefix.clone(), pair.hosts.clone());
     wait_until(Duration::from_secs(60), "complete cycles before the kill", || complete_since(&prefix, &hosts, 0) >= CYCLES_EACH_SIDE);
     let h = pair.holder.health_worker().expect("holder's worker status");
@@ -353,7 +357,7 @@ fn two_replicas_on_postgres_check_each_host_once_per_cycle_across_a_sigkill_take
 /// every 2 s, never starts a cycle of its own over the same hosts.
 #[test]
 fn a_cycle_longer_than_its_lease_is_not_run_by_the_standby_too() {
-    let pair = Pair::start("1500ms", &["--mix", "slow:5000=1"]);
+    let pair = Pair::start("1500ms", &["--mix", "slow:5000=1"], &[]);
     let standby_idle = || {
         let s = pair.standby.health_worker();
         let idle = s.as_ref().is_some_and(|s| s["lease_held"] == false && s["checks_performed"] == 0 && s["cycles"] == 0);
@@ -374,6 +378,56 @@ fn a_cycle_longer_than_its_lease_is_not_run_by_the_standby_too() {
     // went through all its tries without a finished check.
     let answered = query(&format!("SELECT count(*) FROM {}_fleet.health_checks WHERE state <> 'unreachable'", pair.schemas.prefix)).unwrap();
     assert_eq!(answered.trim(), "0", "every check must have timed out");
+}
+
+/// Rows in the health-check history.
+fn history_rows(prefix: &str) -> u64 {
+    query(&format!("SELECT count(*) FROM {prefix}_fleet.health_checks")).unwrap().trim().parse().unwrap()
+}
+
+/// Every agent hangs past the 1.5 s timeout, one try, two checks at once: a cycle over the 40
+/// hosts lasts ~30 s. A third holder takes the `fleet.health` lease in the middle of it. The
+/// holder notices at its next renewal (one interval) and starts no new check: of the ~36 hosts
+/// left, only those in flight or started before the renewal are checked (at most a handful;
+/// the bound asserted is half the fleet, which an uncut cycle exceeds many times over).
+#[test]
+fn a_holder_whose_lease_is_taken_mid_cycle_starts_no_new_check() {
+    let env = [("GPUFLEET_FLEET_HEALTH_CONCURRENCY", "2"), ("GPUFLEET_FLEET_UNREACHABLE_AFTER", "1")];
+    let pair = Pair::start("1500ms", &["--mix", "slow:5000=1"], &env);
+    let prefix = pair.schemas.prefix.clone();
+    wait_until(Duration::from_secs(60), "the holder in the middle of a cycle", || pair.holder.counter("checks_performed").is_some_and(|n| n >= 4));
+    let cycles_before = pair.holder.counter("cycles").unwrap();
+    let rows_before = history_rows(&prefix);
+    let stolen = query(&format!(
+        "UPDATE {prefix}_meta.leases SET holder = 'thief', expires_ms = {} WHERE name = 'fleet.health' RETURNING holder",
+        now_ms() + 3_600_000
+    ))
+    .unwrap();
+    assert_eq!(stolen.trim(), "thief", "the lease row was taken");
+
+    // The holder notices the loss and ends the cycle after the checks in flight.
+    wait_until(Duration::from_secs(60), "the holder to end its cycle after losing the lease", || {
+        pair.holder.health_worker().is_some_and(|w| w["cycles_lease_lost"].as_u64() >= Some(1) && w["cycles"].as_u64() > Some(cycles_before))
+    });
+    let rows_cut = history_rows(&prefix);
+    let after = rows_cut - rows_before;
+    assert!(after < (HOSTS / 2) as u64, "the holder went on checking after losing the lease: {after} checks recorded after the steal");
+    let h = pair.holder.health_worker().unwrap();
+    assert!(h["lease_held"] == false && h["cycles_lease_lost"] == 1, "holder: {h}");
+
+    // While the thief holds the lease both replicas tick, skip and check nothing.
+    let (skipped_h, skipped_s) = (pair.holder.counter("cycles_skipped").unwrap(), pair.standby.counter("cycles_skipped").unwrap());
+    wait_until(Duration::from_secs(30), "both replicas skipping two ticks", || {
+        pair.holder.counter("cycles_skipped").is_some_and(|n| n >= skipped_h + 2) && pair.standby.counter("cycles_skipped").is_some_and(|n| n >= skipped_s + 2)
+    });
+    assert_eq!(history_rows(&prefix), rows_cut, "a check ran while a third holder held the lease");
+    let s = pair.standby.health_worker().unwrap();
+    assert!(s["checks_performed"] == 0 && s["cycles"] == 0, "standby: {s}");
+
+    // Free again: a replica takes the lease at its next tick and the checks go on.
+    query(&format!("DELETE FROM {prefix}_meta.leases WHERE holder = 'thief'")).unwrap();
+    wait_until(Duration::from_secs(30), "checks after the lease was freed", || history_rows(&prefix) > rows_cut);
+    eprintln!("fleet_replicas: {after} checks recorded after the lease was taken mid-cycle ({rows_before} before)");
 }
 
 /// The history of `runners` checkers, each checking every host once per interval from its own
