@@ -1,6 +1,6 @@
 //! [`Fleet`]: the facade the API, the CLI and the insight crate use — registry operations by id or
 //! name, the summary, history and events, worker status, the event broadcasts and the latest host
-//! metrics — and [`FleetWorkers`], the three workers the binary spawns under its supervisor.
+//! metrics (a compact copy per host, [`crate::latest`]) — and [`FleetWorkers`], the three workers the binary spawns under its supervisor.
 
 use crate::agent_http::AgentHttp;
 use crate::check::{agent_client, Checker, IDLE_TIMEOUT};
@@ -237,7 +237,10 @@ impl Fleet {
         self.checks.subscribe()
     }
 
-    /// The last host metrics sample read from a host by this replica.
+    /// The last host metrics sample read from a host by this replica, as the compact copy of
+    /// [`crate::latest::compact`]: every number, disk, GPU reading, container and model server
+    /// status the score card and alert rules read, without the strings nothing on the server
+    /// reads (GPU uuids, container images, …); the full sample is in the store.
     pub fn latest_metrics(&self, host_id: i64) -> Option<Arc<HostMetrics>> {
         self.latest.read().get(&host_id).cloned()
     }
@@ -275,13 +278,12 @@ impl Fleet {
         Ok(())
     }
 
-    /// Stores host metrics and keeps each host's latest sample.
+    /// Stores host metrics and keeps the compact copy of each host's latest sample.
     pub(crate) async fn store_metrics(&self, batch: Vec<(i64, Arc<HostMetrics>)>) -> Result<usize, FleetError> {
         let n = self.store.write_host_metrics(&batch).await?;
-        let mut latest = self.latest.write();
-        for (id, m) in batch {
-            latest.insert(id, m);
-        }
+        // Built before taking the lock; the full samples are dropped with `batch`.
+        let compact: Vec<(i64, Arc<HostMetrics>)> = batch.iter().map(|(id, m)| (*id, Arc::new(crate::latest::compact(m)))).collect();
+        self.latest.write().extend(compact);
         Ok(n)
     }
 }

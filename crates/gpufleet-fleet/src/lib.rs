@@ -18,6 +18,7 @@
 //! - [`agent_http`]: the keep-alive HTTP/1.1 client of `http://` agents.
 //! - [`check`]: one host's check with its tries, and the `reqwest` client of `https://` agents.
 //! - [`health_worker`], [`metrics_worker`], [`maintenance_worker`]: the three workers.
+//! - [`latest`]: the compact copy of each host's latest metrics sample kept in memory.
 //! - [`fleet`]: [`Fleet`], the facade; [`summary`]: [`FleetSummary`]; [`stats`]: worker status.
 //! - [`lease`]: [`LocalLeases`] for a single server.
 //! - [`bench`]: one health cycle measured ([`bench::run_cycle_bench`]).
@@ -33,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod health_worker;
+pub mod latest;
 pub mod lease;
 mod lean;
 pub mod maintenance_worker;

@@ -4,8 +4,11 @@
 //! check batches, so it sends no request of its own).
 //!
 //! - **Reports**: the fleet keeps the latest metrics sample per host but not the latest health
-//!   report; [`CheckCacheWorker`] keeps the components of each host's last answered check from
-//!   `Fleet::subscribe_checks` (so scores and alerts see container and critical components).
+//!   report; [`CheckCacheWorker`] keeps the components that are not `ok` of each host's last
+//!   answered check from `Fleet::subscribe_checks` (so alerts see unhealthy containers and
+//!   critical components). `ok` components are not kept: nothing reads them, and they were most
+//!   of this cache (~5 KB per simulated 8-GPU host); a host whose components are all `ok` keeps
+//!   a report with none, which still says that it answered.
 //! - **Inactive** hosts are left out of [`FleetView::hosts`] (they are decommissioned or not yet
 //!   installed); `host(id)` still finds them.
 //! - **Inputs the fleet does not model yet** are read from host tags: `cleanup.last_ms` (epoch ms
@@ -16,7 +19,7 @@ use crate::alert::HostHealth;
 use crate::source::{FleetView, HostView, MetricHistory, SourceError, SystemView};
 use crate::watchdog::{containers_of, WatchSource, WatchedHost, WatchdogSettings};
 use async_trait::async_trait;
-use gpufleet_agent::wire::HealthReport;
+use gpufleet_agent::wire::{Component, HealthReport, Status};
 use gpufleet_fleet::{CheckResult, Fleet, FleetError, Host, HostFilter, HostState, HostStatus};
 use gpufleet_runtime::supervisor::StatusHandle;
 use gpufleet_runtime::{Worker, WorkerContext, WorkerError, WorkerStatus};
@@ -54,7 +57,7 @@ pub fn health_of(s: HostState) -> HostHealth {
     }
 }
 
-/// The components of each host's last answered check.
+/// The components that are not `ok` of each host's last answered check.
 #[derive(Debug, Default)]
 pub struct ReportCache(RwLock<HashMap<i64, Arc<HealthReport>>>);
 
@@ -64,14 +67,16 @@ impl ReportCache {
         let mut map = self.0.write();
         for c in checks {
             if c.answered() {
-                map.insert(c.host_id, Arc::new(HealthReport::new(c.host_id.to_string(), "", c.at_ms, c.components.clone())));
+                let mut problems: Vec<Component> = c.components.iter().filter(|x| x.status != Status::Ok).cloned().collect();
+                problems.shrink_to_fit();
+                map.insert(c.host_id, Arc::new(HealthReport::new(c.host_id.to_string(), "", c.at_ms, problems)));
             } else {
                 map.remove(&c.host_id);
             }
         }
     }
 
-    /// The last report of a host.
+    /// The last report of a host: its components that are not `ok` (with their detail).
     pub fn get(&self, host_id: i64) -> Option<Arc<HealthReport>> {
         self.0.read().get(&host_id).cloned()
     }
@@ -267,5 +272,48 @@ impl WatchSource for FleetWatchSource {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Insight;
+    use gpufleet_agent::wire::ComponentKind;
+
+    fn component(name: &str, kind: ComponentKind, status: Status) -> Component {
+        Component { name: name.into(), kind, status, message: format!("{name} is {status:?}"), detail: serde_json::json!({"n": name}) }
+    }
+
+    fn check(host_id: i64, components: Vec<Component>, error: Option<&str>) -> CheckResult {
+        let state = if error.is_some() { HostState::Unreachable } else { HostState::Healthy };
+        CheckResult { host_id, at_ms: 7, state, latency_ms: 1.0, components, error: error.map(str::to_owned), consecutive_failures: 0 }
+    }
+
+    #[test]
+    fn the_cache_keeps_what_is_not_ok_and_alerts_see_the_same() {
+        let all = vec![
+            component("cpu", ComponentKind::Cpu, Status::Ok),
+            component("gpu:3", ComponentKind::Gpu, Status::Critical),
+            component("container:web", ComponentKind::Container, Status::Warn),
+            component("container:db", ComponentKind::Container, Status::Ok),
+        ];
+        let cache = ReportCache::default();
+        cache.record(&[check(1, all.clone(), None), check(2, vec![component("cpu", ComponentKind::Cpu, Status::Ok)], None), check(3, all.clone(), None)]);
+        let kept = cache.get(1).expect("answered");
+        assert_eq!(kept.components.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["gpu:3", "container:web"]);
+        assert_eq!((kept.status, kept.time_ms, kept.components[0].detail.clone()), (Status::Critical, 7, serde_json::json!({"n": "gpu:3"})));
+        let healthy = cache.get(2).expect("an all-ok host still has a report");
+        assert!(healthy.components.is_empty() && healthy.status == Status::Ok);
+        cache.record(&[check(3, Vec::new(), Some("timeout"))]);
+        assert!(cache.get(3).is_none(), "a host that did not answer has no report");
+
+        // What the alert engine reads is the same as from the full report.
+        let view = |report: Arc<HealthReport>| HostView { id: "1".into(), name: "h".into(), state: HostHealth::Critical, report: Some(report), ..HostView::default() };
+        let full = Insight::observe_host(&view(Arc::new(HealthReport::new("1", "", 7, all))), None, 10);
+        let cached = Insight::observe_host(&view(kept), None, 10);
+        assert_eq!(cached, full);
+        assert_eq!(cached.unhealthy_containers, Some(vec!["web".to_owned()]));
+        assert_eq!(cached.critical_reasons.len(), 1);
     }
 }
