@@ -10,9 +10,9 @@
 //! polled only while the request runs (`select!` beside it; reads capped at [`READ_BUF`] bytes).
 //! Once the answer is read in full, the connection is taken apart (`into_parts`) and only the
 //! socket is kept idle; the next request to that agent builds a new HTTP/1 state on it (no
-//! network round trip: an HTTP/1 handshake is local). So an idle connection costs its socket
-//! and a map entry (~0.3 KB) rather than hyper's 8 KB write buffer, read buffer and state
-//! (~15 KB measured per idle connection before), and nothing runs for it. A socket with bytes
+//! network round trip: an HTTP/1 handshake is local). So an idle connection is its socket and a
+//! map entry, not hyper's 8 KB write buffer, read buffer and state: ~3 KB of server RSS per idle
+//! connection measured with 10,000 agents, against ~15 KB before; and nothing runs for it. A socket with bytes
 //! left over after the answer is not kept. A connection the agent closed while idle fails on
 //! its next use, and the request is sent again once on a new connection (GET is idempotent).
 //! Idle connections older than the idle timeout are dropped when met and by
