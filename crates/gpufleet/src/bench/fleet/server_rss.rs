@@ -172,8 +172,14 @@ fn db_bytes(data: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(data)? {
         let entry = entry?;
+        // SQLite removes `-wal`/`-shm` when the last connection closes: one may vanish between
+        // the listing and the size.
         if entry.file_name().to_string_lossy().starts_with("fleet.db") {
-            total += dir_bytes(&entry.path())?;
+            match dir_bytes(&entry.path()) {
+                Ok(n) => total += n,
+                Err(_) if !entry.path().exists() => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(total)
