@@ -33,13 +33,13 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Warm cycles after the first. Default 3.
     pub warm_cycles: usize,
-    /// Idle keep-alive connections kept (`agent_keepalive`). Default 4096.
+    /// Idle keep-alive connections kept (`agent_keepalive`). Default: the server's.
     pub keepalive: usize,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self { concurrency: 256, timeout: Duration::from_secs(5), warm_cycles: 3, keepalive: 4096 }
+        Self { concurrency: 256, timeout: Duration::from_secs(5), warm_cycles: 3, keepalive: crate::DEFAULT_AGENT_KEEPALIVE }
     }
 }
 

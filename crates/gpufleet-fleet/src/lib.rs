@@ -49,7 +49,7 @@ pub mod summary;
 pub mod testsuite;
 
 pub use classify::{classify, CheckError, CheckErrorKind};
-pub use config::{AgentToken, ConfigError, FleetConfig, FleetSettings};
+pub use config::{AgentToken, ConfigError, FleetConfig, FleetSettings, DEFAULT_AGENT_KEEPALIVE};
 pub use error::FleetError;
 pub use fleet::{Fleet, FleetWorkers};
 pub use health_worker::{CycleReport, HealthWorker, Tick};

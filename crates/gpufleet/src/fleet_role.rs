@@ -29,7 +29,8 @@ pub struct FleetParts {
 
 /// Opens the fleet storage, starts every fleet and insight worker under `supervisor`.
 pub async fn start(settings: &Settings, supervisor: &mut Supervisor, audit: Option<AuditLog>) -> Result<FleetParts> {
-    let fs = settings.fleet.clone();
+    let mut fs = settings.fleet.clone();
+    fit_descriptors(&mut fs);
     let (store, leases): (Arc<dyn FleetStore>, Arc<dyn LeaseStore>) = match &settings.postgres {
         None => {
             let path = settings.data_dir.join("fleet.db");
@@ -86,4 +87,48 @@ pub async fn start(settings: &Settings, supervisor: &mut Supervisor, audit: Opti
     let watchdog = WatchdogWorker::new(wd.clone(), Box::new(FleetWatchSource::new(fleet.clone(), wd)), restarter, sink, system_clock());
     supervisor.spawn(watchdog);
     Ok(FleetParts { fleet, insight })
+}
+
+/// Descriptors kept for everything but agent connections (API clients, database, broker, files).
+const FD_RESERVE: usize = 1024;
+
+/// The fleet role holds one descriptor per kept-alive agent connection and per check or metrics
+/// fetch in flight. Lifts the soft `RLIMIT_NOFILE` toward that (at most to the hard limit, as the
+/// Go runtime does at start); where it stays lower, keeps fewer agent connections alive, with a
+/// warning, rather than let checks fail with "too many open files" and hosts look unreachable.
+fn fit_descriptors(fs: &mut gpufleet_fleet::FleetSettings) {
+    let in_flight = 2 * fs.health_concurrency.get();
+    let wanted = fs.agent_keepalive + in_flight + FD_RESERVE;
+    let soft = gpufleet_agent::sim::listen::raise_nofile(wanted as u64);
+    let fit = keepalive_that_fits(soft, fs.agent_keepalive, in_flight);
+    if fit < fs.agent_keepalive {
+        tracing::warn!(
+            open_file_limit = soft,
+            configured = fs.agent_keepalive,
+            kept = fit,
+            "fleet.agent_keepalive lowered to what the open-file limit holds (raise the hard limit, e.g. LimitNOFILE= in the systemd unit)"
+        );
+        fs.agent_keepalive = fit;
+    }
+}
+
+/// Kept-alive agent connections that fit in a soft open-file limit beside `in_flight` checks.
+fn keepalive_that_fits(soft_limit: u64, keepalive: usize, in_flight: usize) -> usize {
+    let room = usize::try_from(soft_limit).unwrap_or(usize::MAX).saturating_sub(in_flight + FD_RESERVE);
+    keepalive.min(room)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_is_cut_to_the_open_file_limit() {
+        // A systemd service's default soft limit: 1024 leaves no room for idle connections.
+        assert_eq!(keepalive_that_fits(1024, 10_000, 512), 0);
+        // This project's machines: 20,000.
+        assert_eq!(keepalive_that_fits(20_000, 10_000, 512), 10_000);
+        assert_eq!(keepalive_that_fits(8_000, 10_000, 512), 8_000 - 512 - FD_RESERVE);
+        assert_eq!(keepalive_that_fits(u64::MAX, 10_000, 512), 10_000);
+    }
 }

@@ -33,10 +33,10 @@ pub struct FleetBenchArgs {
     /// Checks in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
-    /// Idle keep-alive connections the checker keeps (`[fleet] agent_keepalive`, default 4096),
+    /// Idle keep-alive connections the checker keeps (`[fleet] agent_keepalive`, default 10000),
     /// in the cycles and in the measured server alike; agents beyond it get a new connection per
     /// check.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = gpufleet_fleet::DEFAULT_AGENT_KEEPALIVE)]
     pub keepalive: usize,
     /// Warm cycles measured after the first.
     #[arg(long, default_value_t = 3)]
