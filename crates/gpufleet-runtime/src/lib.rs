@@ -6,9 +6,11 @@
 //! # Layout
 //! - [`shutdown`]: [`Shutdown`], the whole graceful-shutdown protocol (a cancellation token).
 //! - [`backoff`]: [`Backoff`], capped exponential backoff with jitter.
+//! - [`limits`]: the open-file limit (`raise_nofile`).
 //! - [`supervisor`]: [`Worker`], [`WorkerContext`], [`Supervisor`], [`WorkerStatus`].
 
 pub mod backoff;
+pub mod limits;
 pub mod shutdown;
 pub mod supervisor;
 

@@ -99,7 +99,7 @@ const FD_RESERVE: usize = 1024;
 fn fit_descriptors(fs: &mut gpufleet_fleet::FleetSettings) {
     let in_flight = 2 * fs.health_concurrency.get();
     let wanted = fs.agent_keepalive + in_flight + FD_RESERVE;
-    let soft = gpufleet_agent::sim::listen::raise_nofile(wanted as u64);
+    let soft = gpufleet_runtime::limits::raise_nofile(wanted as u64);
     let fit = keepalive_that_fits(soft, fs.agent_keepalive, in_flight);
     if fit < fs.agent_keepalive {
         tracing::warn!(

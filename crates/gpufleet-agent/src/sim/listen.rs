@@ -27,31 +27,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// Descriptors kept free for everything else in the process.
 pub const FD_RESERVE: u64 = 256;
 /// Random picks tried to find an idle connection to evict.
 const EVICT_TRIES: usize = 8;
 
-/// Lifts the soft `RLIMIT_NOFILE` to at least `wanted` (at most the hard limit); returns the soft
-/// limit in force afterwards.
-pub fn raise_nofile(wanted: u64) -> u64 {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let lim = getrlimit(Resource::Nofile);
-    let soft = lim.current.unwrap_or(u64::MAX);
-    if soft >= wanted {
-        return soft;
-    }
-    let target = lim.maximum.map_or(wanted, |h| wanted.min(h));
-    match setrlimit(Resource::Nofile, rustix::process::Rlimit { current: Some(target), maximum: lim.maximum }) {
-        Ok(()) => target,
-        Err(error) => {
-            warn!(%error, soft, target, "could not raise the open-file limit");
-            soft
-        }
-    }
-}
+pub use gpufleet_runtime::limits::raise_nofile;
 
 /// Counters shared by every host of a fleet.
 #[derive(Debug)]

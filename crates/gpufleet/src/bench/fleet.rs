@@ -103,7 +103,7 @@ pub async fn run(args: &FleetBenchArgs) -> Result<()> {
     }
     let exe = std::env::current_exe().context("locating the gpufleet binary")?;
     // The bench process holds a connection per kept-alive agent: lift its own soft limit.
-    gpufleet_agent::sim::listen::raise_nofile(args.hosts as u64 + 2048);
+    gpufleet_runtime::limits::raise_nofile(args.hosts as u64 + 2048);
     let mut sims = shards::Shards::start(&exe, args.hosts, args.base_port, args.shard_hosts).await?;
     eprintln!("{} simulated hosts on 127.0.0.1:{}.. in {} sim fleet processes", args.hosts, args.base_port, sims.count());
     let dir = tempfile::tempdir()?;
