@@ -19,27 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn redis_url() -> String {
-    std::env::var("GPUFLEET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn postgres_url() -> String {
-    std::env::var("GPUFLEET_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// `host:port` of a URL like `scheme://[user@]host:port[/db]`.
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest).to_owned()
-}
-
-fn require(url: &str, what: &str, how: &str) {
-    let addr = host_port(url);
-    let ok = addr.parse().ok().is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(ok, "{what} is not reachable at {addr}: these tests need a real server. Start it with: {how}");
-}
-
 /// One test's slice of the shared servers: a Redis key prefix and PostgreSQL schema prefix,
 /// removed on drop.
 struct Slice {
@@ -49,8 +28,8 @@ struct Slice {
 
 impl Slice {
     fn new(name: &str) -> Slice {
-        require(&redis_url(), "Redis", "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no");
-        require(&postgres_url(), "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start");
+        require_redis();
+        require_postgres();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
         let tag = format!("{name}_{}_{nanos}", std::process::id());
         Slice { key_prefix: format!("gft-{tag}"), schema_prefix: format!("gft_{tag}") }
@@ -73,16 +52,16 @@ impl Drop for Slice {
     fn drop(&mut self) {
         for suffix in ["meta", "jobs", "metrics"] {
             let _ = Command::new("psql")
-                .args([&postgres_url(), "-q", "-c", &format!("DROP SCHEMA IF EXISTS {}_{suffix} CASCADE", self.schema_prefix)])
+                .args([&test_postgres_url(), "-q", "-c", &format!("DROP SCHEMA IF EXISTS {}_{suffix} CASCADE", self.schema_prefix)])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
         }
         let script = format!(
             "redis-cli -u {} --scan --pattern '{}:*' | xargs -r redis-cli -u {} del > /dev/null",
-            redis_url(),
+            test_redis_url(),
             self.key_prefix,
-            redis_url()
+            test_redis_url()
         );
         let _ = Command::new("sh").args(["-c", &script]).status();
     }
@@ -199,7 +178,7 @@ fn two_streamers_three_collectors_one_killed_stores_every_sample_once() {
     let dir = tempfile::tempdir().unwrap();
     let files = [csv(dir.path(), "a.csv", 24_000, 11), csv(dir.path(), "b.csv", 24_000, 12)];
     let expected = distinct_samples(&files) as u64;
-    let (redis, pg) = (redis_url(), postgres_url());
+    let (redis, pg) = (test_redis_url(), test_postgres_url());
     let port = free_port();
     let _api = Role::start(&slice, "api", &redis, &pg, Some(port), &dir.path().join("api"));
     let api = format!("http://127.0.0.1:{port}");
@@ -284,7 +263,7 @@ fn postgres_away_for_ten_seconds_collectors_hold_then_everything_lands() {
     let dir = tempfile::tempdir().unwrap();
     let files = [csv(dir.path(), "a.csv", 30_000, 21)];
     let expected = distinct_samples(&files) as u64;
-    let (redis, pg) = (redis_url(), postgres_url());
+    let (redis, pg) = (test_redis_url(), test_postgres_url());
     let proxy = CuttableProxy::start(host_port(&pg));
     let pg_via_proxy = pg.replace(&host_port(&pg), &format!("127.0.0.1:{}", proxy.port));
     let port = free_port();
@@ -378,7 +357,7 @@ fn redis_killed_and_restarted_mid_stream_loses_nothing_acknowledged() {
     let mut redis = OwnRedis::start(&redis_dir);
     let files = [csv(dir.path(), "a.csv", 30_000, 31)];
     let expected = distinct_samples(&files) as u64;
-    let pg = postgres_url();
+    let pg = test_postgres_url();
     let port = free_port();
     let _api = Role::start(&slice, "api", &redis.url(), &pg, Some(port), &dir.path().join("api"));
     let api = format!("http://127.0.0.1:{port}");

@@ -117,16 +117,32 @@ pub fn test_postgres_url() -> String {
     std::env::var("GPUFLEET_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// Fails the test, with the command that starts it, when PostgreSQL is not reachable (never skips).
-pub fn require_postgres() {
-    let url = test_postgres_url();
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+/// The Redis of the system tests (`GPUFLEET_TEST_REDIS_URL`, default the local server).
+pub fn test_redis_url() -> String {
+    std::env::var("GPUFLEET_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `host:port` of a URL like `scheme://[user@]host:port[/db]`.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    let addr = rest.split('/').next().unwrap_or(rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+/// Fails the test, naming the command `how` that starts it, when the server `what` at `url` is
+/// not reachable (never skips).
+pub fn require_server(url: &str, what: &str, how: &str) {
+    let addr = host_port(url);
     let ok = addr.parse().ok().is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        ok,
-        "PostgreSQL is not reachable at {addr}: this test needs a real server. Start it with: \
-         pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-    );
+    assert!(ok, "{what} is not reachable at {addr}: these tests need a real server. Start it with: {how}");
+}
+
+/// [`require_server`] for PostgreSQL.
+pub fn require_postgres() {
+    require_server(&test_postgres_url(), "PostgreSQL", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start");
+}
+
+/// [`require_server`] for Redis.
+pub fn require_redis() {
+    require_server(&test_redis_url(), "Redis", "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no");
 }
