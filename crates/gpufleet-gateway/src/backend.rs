@@ -183,6 +183,13 @@ impl Backend {
         self.loading.store(true, Ordering::Relaxed);
     }
 
+    /// Forgets the latency average (the next answer seeds it again). Called when the breaker
+    /// closes: the average from before the outage would otherwise keep a recovered backend out
+    /// of every choice its idle peer wins on latency, and, unchosen, it would never be corrected.
+    pub(crate) fn forget_latency(&self) {
+        self.ewma_ms.store(0f64.to_bits(), Ordering::Relaxed);
+    }
+
     pub(crate) fn observe_latency(&self, ms: f64) {
         let old = self.latency_ms();
         let new = if old == 0.0 {

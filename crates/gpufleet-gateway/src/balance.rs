@@ -16,7 +16,9 @@
 //! ```
 //!
 //! so an idle backend beats a busy one, a faster one beats a slower one at equal load, and stale
-//! capacity information cannot send everybody to the same backend (the random pair). With one or
+//! capacity information cannot send everybody to the same backend (the random pair). A backend
+//! whose breaker closes starts with no latency average (its next answers seed it), so a recovered
+//! backend is tried again even under light load. With one or
 //! two candidates both are compared. When no backend is a candidate the request waits in the
 //! pool's queue ([`crate::queue`]); each [`Lease`] that ends wakes the queues of its backend's
 //! models, so waiters are dispatched the moment capacity returns.
@@ -149,6 +151,7 @@ impl Balancer {
             "breaker state changed"
         );
         if to == BreakerState::Closed {
+            backend.forget_latency();
             self.wake_backend(backend.idx);
         }
     }

@@ -154,26 +154,35 @@ fn telemetry_steers_traffic_away_from_a_throttling_gpu() {
     let server = ServerProc::start_with(&dir.path().join("data"), free_port(), &["--config", config.to_str().unwrap()]);
     let url = format!("{}/v1/chat/completions", server.url);
     let chat = r#"{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#;
+    // Requests from 4 clients at once: least-outstanding spreads them over both backends unless
+    // one is excluded (sequential requests would leave the choice to the latency average alone).
+    let burst = |per_client: usize| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                std::thread::spawn(move || (0..per_client).map(|_| post(&url, chat).0).collect::<Vec<u16>>())
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap().iter().all(|&s| s == 200));
+        }
+    };
     // Without telemetry both backends get traffic.
-    for _ in 0..30 {
-        assert_eq!(post(&url, chat).0, 200);
-    }
-    let before = sent(&server.url);
-    assert!(before["a"] > 0 && before["b"] > 0, "both backends serve while nothing is known: {before:?}");
+    wait_until(Duration::from_secs(30), "traffic on both backends", || {
+        burst(10);
+        let s = sent(&server.url);
+        s["a"] > 0 && s["b"] > 0
+    });
 
     gpu_telemetry(&server.url, "GPU-hot", "GPU-cool");
-    // The hints refresh every 2 s: poll until a round of 20 requests leaves backend a alone.
+    // The hints refresh every 2 s: poll until a burst of 40 requests leaves backend a alone.
     wait_until(Duration::from_secs(30), "traffic to avoid the throttling GPU", || {
         let a_before = sent(&server.url)["a"];
-        for _ in 0..20 {
-            assert_eq!(post(&url, chat).0, 200);
-        }
+        burst(10);
         sent(&server.url)["a"] == a_before
     });
     let (a_now, b_now) = (sent(&server.url)["a"], sent(&server.url)["b"]);
-    for _ in 0..40 {
-        assert_eq!(post(&url, chat).0, 200);
-    }
+    burst(10);
     let after = sent(&server.url);
     assert_eq!(after["a"], a_now, "no request may reach the throttling GPU's backend while another is free");
     assert_eq!(after["b"], b_now + 40);
