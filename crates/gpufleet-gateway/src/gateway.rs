@@ -75,13 +75,7 @@ impl Gateway {
             .enumerate()
             .map(|(i, b)| Arc::new(Backend::new(i, b.clone(), settings.breaker)))
             .collect();
-        let per_host = settings
-            .backends
-            .iter()
-            .map(|b| b.max_concurrency as usize)
-            .max()
-            .unwrap_or(1)
-            .max(32);
+        let per_host = settings.idle_connections_per_backend();
         let client = reqwest::Client::builder()
             .no_proxy() // lower crates never read the environment (HTTP_PROXY)
             .connect_timeout(settings.connect_timeout)

@@ -125,13 +125,7 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let per_host = settings
-            .backends
-            .iter()
-            .map(|b| b.max_concurrency as usize)
-            .max()
-            .unwrap_or(1)
-            .max(32);
+        let per_host = settings.idle_connections_per_backend();
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(per_host)
             .pool_idle_timeout(IDLE_TIMEOUT)

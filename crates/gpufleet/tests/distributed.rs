@@ -69,7 +69,7 @@ impl Drop for Slice {
 
 /// A `gpufleet server --roles …` child, killed on drop.
 struct Role {
-    child: Child,
+    child: KilledOnDrop,
 }
 
 impl Role {
@@ -86,19 +86,11 @@ impl Role {
         slice.env(&mut cmd);
         cmd.envs(env.iter().copied());
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn gpufleet server");
-        Role { child }
+        Role { child: KilledOnDrop(child) }
     }
 
     fn kill9(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill9();
     }
 }
 

@@ -31,7 +31,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Simulated hosts.
@@ -85,7 +85,7 @@ fn query(sql: &str) -> Result<String, String> {
 
 /// One `gpufleet server --roles api,fleet` replica, killed on drop.
 struct Replica {
-    child: Child,
+    child: KilledOnDrop,
     url: String,
 }
 
@@ -106,9 +106,9 @@ impl Replica {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn gpufleet server");
-        let mut r = Replica { child, url: format!("http://127.0.0.1:{port}") };
+        let mut r = Replica { child: KilledOnDrop(child), url: format!("http://127.0.0.1:{port}") };
         wait_until(Duration::from_secs(60), "replica /health", || {
-            if let Some(status) = r.child.try_wait().expect("replica status") {
+            if let Some(status) = r.child.0.try_wait().expect("replica status") {
                 panic!("the replica exited before answering /health: {status} (its error is above)");
             }
             get(&format!("{}/health", r.url)).is_some()
@@ -117,7 +117,7 @@ impl Replica {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// This replica's `fleet.health` worker report.
@@ -139,23 +139,7 @@ impl Replica {
     }
 
     fn kill9(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.child.kill9();
     }
 }
 
@@ -228,7 +212,7 @@ fn lease_holder_pid(prefix: &str) -> Option<u32> {
 /// Two replicas on one schema prefix and a simulated fleet registered through the first; the
 /// replica holding the lease first is `holder`. Fields drop in order: processes, then schemas.
 struct Pair {
-    _sim: Proc,
+    _sim: KilledOnDrop,
     holder: Replica,
     standby: Replica,
     /// Host ids in the registry.
@@ -258,7 +242,7 @@ impl Pair {
         let mut names: Vec<String> =
             lines.map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap()["name"].as_str().unwrap().to_owned()).collect();
         names.sort();
-        let sim = Proc(sim);
+        let sim = KilledOnDrop(sim);
         assert_eq!(names.len(), HOSTS);
 
         // Both replicas see the same registry (registered through the first one).

@@ -147,6 +147,14 @@ pub struct GatewaySettings {
     pub jobs: JobSettings,
 }
 
+impl GatewaySettings {
+    /// Idle keep-alive connections a client keeps per backend: the largest `max_concurrency`,
+    /// at least 32.
+    pub fn idle_connections_per_backend(&self) -> usize {
+        self.backends.iter().map(|b| b.max_concurrency as usize).max().unwrap_or(1).max(32)
+    }
+}
+
 impl GatewayConfig {
     /// Checks every field and builds the settings.
     pub fn validate(&self) -> Result<GatewaySettings, ConfigError> {

@@ -146,3 +146,21 @@ pub fn require_postgres() {
 pub fn require_redis() {
     require_server(&test_redis_url(), "Redis", "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no");
 }
+
+/// A child process killed (SIGKILL) and reaped on drop, so a failing test leaves nothing behind.
+pub struct KilledOnDrop(pub Child);
+
+impl KilledOnDrop {
+    /// SIGKILL now and reap.
+    pub fn kill9(&mut self) {
+        self.0.kill().expect("kill -9");
+        self.0.wait().expect("reap");
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
