@@ -76,11 +76,6 @@ impl ApiService {
         });
         Self { router: crate::routes::app(state), fast }
     }
-
-    /// The router behind the fast path (every route, inference calls included).
-    pub fn router(&self) -> &Router {
-        &self.router
-    }
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
