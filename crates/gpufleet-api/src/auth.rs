@@ -21,10 +21,43 @@ use std::net::SocketAddr;
 pub struct RequestId(pub String);
 
 pub(crate) fn request_id<B>(req: &Request<B>) -> String {
-    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok());
-    match given {
-        Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => id.to_owned(),
-        _ => format!("{:016x}", rand::random::<u64>()),
+    id_or_new(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()))
+}
+
+/// The client's request id when it is a sane one, else a new one.
+fn id_or_new(given: Option<&str>) -> String {
+    IdBuf::of(given).as_str().to_owned()
+}
+
+/// A request id without allocating: the client's `X-Request-Id` when it is a sane one (1 to 64
+/// of `[A-Za-z0-9_-]`), else 16 random hex digits.
+pub(crate) struct IdBuf {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl IdBuf {
+    pub(crate) fn of(given: Option<&str>) -> Self {
+        let mut buf = [0u8; 64];
+        match given {
+            Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+                buf[..id.len()].copy_from_slice(id.as_bytes());
+                Self { buf, len: id.len() }
+            }
+            _ => {
+                let mut n = rand::random::<u64>();
+                for b in buf[..16].iter_mut().rev() {
+                    *b = b"0123456789abcdef"[(n & 15) as usize];
+                    n >>= 4;
+                }
+                Self { buf, len: 16 }
+            }
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII is ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`app`]: builds the router from an [`AppState`] (separate from `main` so tests use `oneshot`).
 //! - [`ApiService`] (`fast`): what the listener serves: the inference calls straight to the
 //!   gateway (guard, security headers), everything else through [`app`].
+//! - [`lane`]: the inference lane: plain-TCP connections start there (inference calls served
+//!   without hyper); the first other request hands the connection to hyper ([`lane::Handoff`]).
 //! - [`state`]: [`AppState`] and [`ApiSettings`].
 //! - [`auth`]: the security middleware (headers, request ids, guard, audit of changes).
 //! - [`error`]: [`ApiError`], the one place domain errors become HTTP statuses.
@@ -18,6 +20,7 @@
 pub mod auth;
 pub mod error;
 mod fast;
+pub mod lane;
 pub mod params;
 mod prom;
 mod routes;

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use governor::{
     clock::{Clock, DefaultClock},
     middleware::NoOpMiddleware,
-    state::keyed::DefaultKeyedStateStore,
+    state::InMemoryState,
     Quota,
 };
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,12 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request against `key`'s bucket, or says when to retry.
     async fn check(&self, key: &LimitKey) -> Result<(), RetryAfter>;
 
+    /// [`Self::check`] when it can be answered without waiting (an in-process limiter);
+    /// `None`: call `check`. Saves the boxed future of an async-trait call per request.
+    fn check_at_once(&self, _key: &LimitKey) -> Option<Result<(), RetryAfter>> {
+        None
+    }
+
     /// Forgets buckets that are full again (they behave as new). Call periodically to bound memory.
     fn prune(&self) {}
 }
@@ -125,8 +131,11 @@ fn quota(per_minute: NonZeroU32, burst: Option<NonZeroU32>) -> Quota {
     Quota::per_minute(per_minute).allow_burst(burst.unwrap_or(per_minute))
 }
 
-type Keyed<C> =
-    governor::RateLimiter<LimitSubject, DefaultKeyedStateStore<LimitSubject>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+/// Buckets by subject, hashed with aHash (randomly keyed per process, so subjects an attacker
+/// picks cannot be made to collide; std's SipHash cost more than the bucket update itself).
+type Buckets = dashmap::DashMap<LimitSubject, InMemoryState, ahash::RandomState>;
+
+type Keyed<C> = governor::RateLimiter<LimitSubject, Buckets, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// In-process token buckets, one per (class, subject).
 pub struct LocalRateLimiter<C: Clock = DefaultClock> {
@@ -146,7 +155,7 @@ impl LocalRateLimiter<DefaultClock> {
 impl<C: Clock + Clone> LocalRateLimiter<C> {
     /// Buckets on `clock` (tests pass `governor::clock::FakeRelativeClock`).
     pub fn with_clock(config: &RateLimitConfig, clock: C) -> Self {
-        let make = |q| governor::RateLimiter::new(q, DefaultKeyedStateStore::default(), clock.clone());
+        let make = |q| governor::RateLimiter::new(q, Buckets::with_hasher(ahash::RandomState::new()), clock.clone());
         Self {
             management: make(quota(config.management_per_minute, config.management_burst)),
             inference: make(quota(config.inference_per_minute, config.inference_burst)),
@@ -193,6 +202,10 @@ where
 {
     async fn check(&self, key: &LimitKey) -> Result<(), RetryAfter> {
         self.check_now(key)
+    }
+
+    fn check_at_once(&self, key: &LimitKey) -> Option<Result<(), RetryAfter>> {
+        Some(self.check_now(key))
     }
 
     fn prune(&self) {

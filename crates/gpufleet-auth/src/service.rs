@@ -18,6 +18,7 @@ use crate::identity::{Access, AccessRequest, Identity};
 use crate::key::{ApiKey, KeyPrefix};
 use crate::metastore::MetaStore;
 use crate::permission::{Permission, PermissionTable};
+use crate::proven::ProvenKey;
 use crate::ratelimit::{LimitClass, LimitKey, LocalRateLimiter, RateLimitConfig, RateLimiter};
 use ipnet::IpNet;
 use parking_lot::Mutex;
@@ -116,12 +117,35 @@ impl AuthService {
 
     /// Checks a credential header value (`Bearer <key>` or a bare key) at `now_ms`.
     pub async fn authenticate(&self, credential: Option<&[u8]>, now_ms: i64) -> Result<Arc<Identity>, AuthError> {
-        let key = ApiKey::parse_header(credential.ok_or(AuthError::MissingCredential)?)?;
+        self.authenticate_proven(credential, now_ms, None).await
+    }
+
+    /// [`Self::authenticate`], skipping the key's parse and hash when `proven` holds these very
+    /// bytes (and remembering them there after a success).
+    async fn authenticate_proven(&self, credential: Option<&[u8]>, now_ms: i64, proven: Option<&mut ProvenKey>) -> Result<Arc<Identity>, AuthError> {
+        let credential = credential.ok_or(AuthError::MissingCredential)?;
+        if let Some((prefix, hash)) = proven.as_deref().and_then(|p| p.get(credential)) {
+            let entry = self.cached_or_load(prefix, now_ms).await?;
+            // Both hashes are the server's own: no timing to hide.
+            if entry.hash == hash {
+                return Self::admit(&entry, now_ms);
+            }
+        }
+        let key = ApiKey::parse_header(credential)?;
         let entry = self.cached_or_load(key.prefix(), now_ms).await?;
         // The secret is checked before anything that would reveal the key's state.
         if !entry.hash.matches(&key) {
             return Err(AuthError::UnknownKey);
         }
+        let identity = Self::admit(&entry, now_ms)?;
+        if let Some(p) = proven {
+            p.set(credential, key.prefix(), entry.hash);
+        }
+        Ok(identity)
+    }
+
+    /// The identity of a key whose secret was checked, unless revoked or expired.
+    fn admit(entry: &CachedKey, now_ms: i64) -> Result<Arc<Identity>, AuthError> {
         if entry.revoked {
             return Err(AuthError::Revoked);
         }
@@ -191,14 +215,25 @@ impl AuthService {
 
     /// Counts one request against a bucket.
     pub async fn check_rate(&self, key: &LimitKey) -> Result<(), AuthError> {
-        self.limiter.check(key).await.map_err(AuthError::RateLimited)
+        let verdict = match self.limiter.check_at_once(key) {
+            Some(v) => v,
+            None => self.limiter.check(key).await,
+        };
+        verdict.map_err(AuthError::RateLimited)
     }
 
     /// Every check of one request, in order (module doc). Refusals are audited here.
     pub async fn check_access(&self, req: &AccessRequest<'_>, now_ms: i64) -> Result<Access, AuthError> {
+        self.check_access_proven(req, now_ms, None).await
+    }
+
+    /// [`Self::check_access`] for a server that keeps a [`ProvenKey`] per connection: a request
+    /// presenting the credential the connection already proved skips its SHA-256; every other
+    /// check runs as always.
+    pub async fn check_access_proven(&self, req: &AccessRequest<'_>, now_ms: i64, proven: Option<&mut ProvenKey>) -> Result<Access, AuthError> {
         let ip = self.client_ip(req.peer, req.x_forwarded_for);
         let mut identity = None;
-        let res = self.run_checks(req, ip, &mut identity, now_ms).await;
+        let res = self.run_checks(req, ip, &mut identity, now_ms, proven).await;
         if let Err(e) = &res {
             self.audit_refusal(req, ip, identity.as_deref(), e, now_ms);
         }
@@ -211,10 +246,11 @@ impl AuthService {
         ip: IpAddr,
         identity: &mut Option<Arc<Identity>>,
         now_ms: i64,
+        proven: Option<&mut ProvenKey>,
     ) -> Result<Access, AuthError> {
         self.check_ip(ip)?;
         self.check_rate(&LimitKey::ip(req.class, ip)).await?;
-        let id = identity.insert(self.authenticate(req.credential, now_ms).await?);
+        let id = identity.insert(self.authenticate_proven(req.credential, now_ms, proven).await?);
         self.check_rate(&LimitKey::key(req.class, id.prefix)).await?;
         self.authorize(id, req.permission)?;
         Ok(Access { identity: id.clone(), client_ip: ip })

@@ -254,3 +254,36 @@ async fn maintenance_writes_last_use_and_applies_retention() -> anyhow::Result<(
     assert_eq!((report.checked, report.first_broken), (0, None));
     Ok(())
 }
+
+/// A connection's proven credential skips only the hash: a near miss of it, a revocation, an
+/// expiry and a missing permission are refused as on the first request.
+#[tokio::test]
+async fn a_proven_credential_is_still_checked_for_everything_but_its_hash() -> anyhow::Result<()> {
+    let h = Harness::new(AuthOptions::default()).await?;
+    let mut nk = new_key("pat", Role::Viewer);
+    nk.expires_at_ms = Some(NOW + 60_000);
+    let created = h.service.create_key(nk, &Actor::default(), NOW).await?;
+    let cred = format!("Bearer {}", created.key.expose_secret()).into_bytes();
+    let mut proven = gpufleet_auth::ProvenKey::default();
+    assert_eq!(format!("{proven:?}"), "ProvenKey { proven: false }");
+    let ok = h.service.check_access_proven(&request(Some(&cred), Permission::FleetRead), NOW, Some(&mut proven)).await?;
+    assert_eq!(ok.identity.owner.as_str(), "pat");
+    assert_eq!(format!("{proven:?}"), "ProvenKey { proven: true }", "remembered, and never printed");
+
+    // One byte off the proven credential: not taken for it.
+    let mut near = cred.clone();
+    *near.last_mut().unwrap() ^= 1;
+    let err = h.service.check_access_proven(&request(Some(&near), Permission::FleetRead), NOW, Some(&mut proven)).await.unwrap_err();
+    assert_eq!(err.status_code(), 401, "{err:?}");
+    // The proven one still works, and still needs the route's permission.
+    h.service.check_access_proven(&request(Some(&cred), Permission::FleetRead), NOW + 1, Some(&mut proven)).await?;
+    let err = h.service.check_access_proven(&request(Some(&cred), Permission::FleetWrite), NOW + 1, Some(&mut proven)).await.unwrap_err();
+    assert!(matches!(err, AuthError::Forbidden(Permission::FleetWrite)), "{err:?}");
+    // Expiry and revocation apply to it at once.
+    let err = h.service.check_access_proven(&request(Some(&cred), Permission::FleetRead), NOW + 60_000, Some(&mut proven)).await.unwrap_err();
+    assert!(matches!(err, AuthError::Expired), "{err:?}");
+    h.service.revoke_key(&created.key.prefix(), &Actor::default(), NOW + 2).await?;
+    let err = h.service.check_access_proven(&request(Some(&cred), Permission::FleetRead), NOW + 3, Some(&mut proven)).await.unwrap_err();
+    assert!(matches!(err, AuthError::Revoked), "{err:?}");
+    Ok(())
+}

@@ -183,6 +183,8 @@ impl Balancer {
     }
 }
 
+type Cands = smallvec::SmallVec<[usize; 16]>;
+
 impl Pool {
     /// Picks a backend by the policy in the module docs and takes a lease on it, skipping the
     /// backends in `excluded` (indices into `Balancer::backends`).
@@ -192,13 +194,14 @@ impl Pool {
         excluded: &[usize],
     ) -> Option<Lease> {
         let now = Instant::now();
-        let mut cands: Vec<usize> = (0..self.backends.len())
+        // On the stack for pools of up to 16 backends: no allocation per request.
+        let mut cands: Cands = (0..self.backends.len())
             .filter(|&i| {
                 !excluded.contains(&self.backends[i].idx) && self.backends[i].available(now)
             })
             .collect();
         if cands.len() > 1 && bal.hints.is_some() {
-            let cool: Vec<usize> = cands
+            let cool: Cands = cands
                 .iter()
                 .copied()
                 .filter(|&i| !bal.throttled(&self.backends[i]))
@@ -223,7 +226,7 @@ impl Pool {
                 return Some(lease);
             }
             // Lost a race for its last unit of capacity: drop it and choose again.
-            cands.retain(|&i| i != pick);
+            cands.retain(|i| *i != pick);
         }
         None
     }

@@ -3,7 +3,7 @@
 //! and DLQ decisions read fields, never strings. The one `match` mapping kinds to HTTP statuses
 //! and OpenAI error JSON (`{"error":{"message","type","code"}}`) is [`ErrorKind::status`].
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use thiserror::Error;
@@ -211,16 +211,17 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The OpenAI-shaped error body: `{"error":{"message","type","code"}}`.
+    pub fn body_json(&self) -> Vec<u8> {
+        let (_, kind, code) = self.kind.status();
+        json!({ "error": { "message": self.message, "type": kind, "code": code } }).to_string().into_bytes()
+    }
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let (status, kind, code) = self.kind.status();
-        let body = json!({ "error": { "message": self.message, "type": kind, "code": code } });
-        let mut resp = (status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after_s {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
+        crate::reply::Reply::from(self).into_response()
     }
 }
 
@@ -238,6 +239,7 @@ mod tests {
 
     #[test]
     fn response_is_openai_shaped_with_retry_after() {
+        use axum::http::header;
         let resp = GatewayError::internal(ErrorKind::QueueFull, "queue full")
             .with_retry_after(3)
             .into_response();

@@ -18,9 +18,10 @@
 //! # Layout (the request path, outer to inner)
 //! - [`router`]: the routes and [`GATEWAY_ROUTES`].
 //! - [`request`]: limits, routing fields, model/alias/caller checks, answer building.
+//! - [`reply`]: [`Reply`], the answer before an HTTP server writes it (axum or the API's lane).
 //! - [`proxy`]: forwarding with timeouts, retries before the first byte, SSE relay.
-//! - `upstream`: the proxy's HTTP client (hyper, pooled, plain and TLS; per-backend URIs and
-//!   headers prepared at start).
+//! - `upstream`: the proxy's HTTP client (plain HTTP: a minimal HTTP/1.1 client on the
+//!   request's task; TLS: hyper-util; per-backend heads, URIs and headers prepared at start).
 //! - [`queue`]: priority queue with aging, backpressure by depth, event-driven dispatch.
 //! - [`balance`]: per-model pools, the power-of-two-choices policy, leases, [`GpuHints`].
 //! - [`hints`]: [`StoreGpuHints`], GPU hints read from the telemetry store by a worker.
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod queue;
+pub mod reply;
 pub mod request;
 pub mod router;
 mod upstream;
@@ -62,5 +64,11 @@ pub use jobs::{
 pub use metrics::GatewayMetrics;
 pub use proxy::Endpoint;
 pub use queue::Priority;
-pub use request::CallerModels;
+pub use reply::{Reply, ReplyBody, ReplyStream};
+pub use request::{CallerModels, RouteHints};
+
+/// A `Content-Length` value (digits only, at most 19), as both HTTP/1.1 paths read it.
+pub fn content_length(v: &[u8]) -> Option<usize> {
+    upstream::decimal(v).and_then(|n| usize::try_from(n).ok())
+}
 pub use router::{router, GATEWAY_ROUTES};

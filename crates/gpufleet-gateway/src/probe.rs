@@ -62,6 +62,7 @@ impl ProbeWorker {
                 _ = tick.tick() => {}
             }
             let started = Instant::now();
+            self.gw.upstream.reap_idle();
             let results =
                 futures::future::join_all(self.gw.bal.backends.iter().map(|b| self.probe(b))).await;
             let down: Vec<String> = results.into_iter().flatten().collect();

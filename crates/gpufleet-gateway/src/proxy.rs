@@ -18,19 +18,15 @@
 use crate::balance::{Lease, Pool};
 use crate::error::{ErrorKind, GatewayError};
 use crate::queue::{Priority, WaitSpec};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpFailure, UpstreamBody};
 use crate::Gateway;
-use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 use futures::stream::Stream;
-use http_body_util::{BodyExt, Collected};
-use hyper::body::Body as _;
 use serde::{Deserialize, Serialize};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use tokio::time::{timeout_at, Instant};
 
@@ -79,6 +75,9 @@ pub(crate) struct Outgoing {
 }
 
 /// A backend's answer.
+// Both variants are common; the bigger one is moved a few times per request, cheaper than an
+// allocation per streamed request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Answer {
     /// Read whole.
     Full {
@@ -87,7 +86,11 @@ pub(crate) enum Answer {
         body: Bytes,
     },
     /// Being streamed.
-    Stream(Response),
+    Stream {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        relay: ReplyStream,
+    },
 }
 
 /// Forwards with retries; `Ok` carries a `Retry-After` hint when the request queued behind a deep
@@ -109,7 +112,13 @@ pub(crate) async fn forward(
             deadline: out.deadline,
             admit,
         };
-        let (lease, h) = match pool.acquire(&gw.bal, spec).await {
+        // Capacity at hand needs no future; the queue's wait is boxed (see `attempt`).
+        let now = pool.try_acquire(&gw.bal, &spec);
+        let acquired = match now {
+            Some(lease) => Ok((lease, None)),
+            None => Box::pin(pool.acquire(&gw.bal, spec)).await,
+        };
+        let (lease, h) = match acquired {
             Ok(x) => x,
             Err(e) => {
                 gw.bal.metrics.error(None, &pool.model, e.kind.label());
@@ -146,39 +155,13 @@ pub(crate) async fn forward(
     }
 }
 
-/// A failure of the upstream client, without URLs (they may carry credentials; hyper's errors
-/// hold none).
-fn request_error(e: &hyper_util::client::legacy::Error, backend: &str) -> GatewayError {
+/// A failure of the upstream client (its messages hold no URL: it may carry credentials).
+fn request_error(e: &UpFailure, backend: &str) -> GatewayError {
     if e.is_connect() {
-        GatewayError::upstream(
-            ErrorKind::Connect,
-            format!("backend {backend} unreachable: {}", chain(e)),
-        )
+        GatewayError::upstream(ErrorKind::Connect, format!("backend {backend} unreachable: {e}"))
     } else {
-        GatewayError::upstream(
-            ErrorKind::UpstreamBody,
-            format!("backend {backend} failed: {}", chain(e)),
-        )
+        GatewayError::upstream(ErrorKind::UpstreamBody, format!("backend {backend} failed: {e}"))
     }
-}
-
-fn body_error(e: &hyper::Error, backend: &str) -> GatewayError {
-    GatewayError::upstream(
-        ErrorKind::UpstreamBody,
-        format!("backend {backend} failed: {}", chain(e)),
-    )
-}
-
-/// An error and its sources, `: `-separated (hyper's own message is only the outermost layer).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 fn timed_out(backend: &str) -> GatewayError {
@@ -220,14 +203,13 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         Ok(Err(e)) => return fail(lease, request_error(&e, name)),
         Ok(Ok(r)) => r,
     };
-    let status = resp.status();
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+    let status = resp.status;
+    let content_type = resp.content_type;
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        let body = timeout_at(deadline, resp.into_body().collect())
+        let body = Box::pin(timeout_at(deadline, resp.body.collect()))
             .await
             .ok()
             .and_then(Result::ok)
-            .map(Collected::to_bytes)
             .unwrap_or_default();
         if memchr::memmem::find(&body, b"Loading model").is_some() {
             backend.mark_loading();
@@ -252,10 +234,16 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         );
     }
     if !out.stream || !status.is_success() {
-        let body = match timeout_at(deadline, resp.into_body().collect()).await {
-            Err(_) => return fail(lease, timed_out(name)),
-            Ok(Err(e)) => return fail(lease, body_error(&e, name)),
-            Ok(Ok(b)) => b.to_bytes(),
+        let mut body = resp.body;
+        // Usually the whole answer came with its head: no future for it. Otherwise the read is
+        // boxed, so its state does not grow every request's future (moved at each level).
+        let body = match body.try_whole() {
+            Some(b) => b,
+            None => match Box::pin(timeout_at(deadline, body.collect())).await {
+                Err(_) => return fail(lease, timed_out(name)),
+                Ok(Err(e)) => return fail(lease, request_error(&e, name)),
+                Ok(Ok(b)) => b,
+            },
         };
         let took = started.elapsed();
         if status.is_success() {
@@ -276,11 +264,11 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
             body,
         });
     }
-    let mut inner = resp.into_body();
-    let first = match timeout_at(deadline, poll_fn(|cx| next_data(&mut inner, cx))).await {
+    let mut inner = resp.body;
+    let first = match timeout_at(deadline, poll_fn(|cx| inner.poll_data(cx))).await {
         Err(_) => return fail(lease, timed_out(name)),
         Ok(Some(Ok(chunk))) => chunk,
-        Ok(Some(Err(e))) => return fail(lease, body_error(&e, name)),
+        Ok(Some(Err(e))) => return fail(lease, request_error(&e, name)),
         Ok(None) => {
             return fail(
                 lease,
@@ -296,47 +284,25 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
         .ttft
         .observe(started.elapsed().as_secs_f64());
     let tokens = completion_tokens(&first);
-    let relay = Relay {
+    let relay = ReplyStream {
         first: Some(first),
         inner,
         lease: Some(lease),
         started,
         tokens,
     };
-    let mut response = Response::new(Body::from_stream(relay));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        content_type.unwrap_or(HeaderValue::from_static("text/event-stream")),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(Answer::Stream(response))
-}
-
-/// The next non-empty data frame of a backend's body (trailers are skipped).
-fn next_data(
-    body: &mut UpstreamBody,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Bytes, hyper::Error>>> {
-    loop {
-        match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
-                _ => continue,
-            },
-        }
-    }
+    Ok(Answer::Stream {
+        status,
+        content_type,
+        relay,
+    })
 }
 
 /// `usage.completion_tokens` if the bytes hold it (the last one wins).
 pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"completion_tokens\"";
-    let at = memchr::memmem::rfind(body, KEY)? + KEY.len();
+    static FINDER: LazyLock<memchr::memmem::FinderRev<'static>> = LazyLock::new(|| memchr::memmem::FinderRev::new(KEY));
+    let at = FINDER.rfind(body)? + KEY.len();
     let rest = &body[at..];
     let rest = &rest[rest
         .iter()
@@ -347,7 +313,7 @@ pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
 
 /// Passes a backend's stream on chunk by chunk, holding the lease until it ends. Dropped early
 /// (client gone): the lease is released without a verdict and the upstream request is dropped.
-struct Relay {
+pub struct ReplyStream {
     first: Option<Bytes>,
     inner: UpstreamBody,
     lease: Option<Lease>,
@@ -355,7 +321,13 @@ struct Relay {
     tokens: Option<u64>,
 }
 
-impl Stream for Relay {
+impl std::fmt::Debug for ReplyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for ReplyStream {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -363,7 +335,7 @@ impl Stream for Relay {
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }
-        match next_data(&mut this.inner, cx) {
+        match this.inner.poll_data(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 if let Some(n) = completion_tokens(&chunk) {

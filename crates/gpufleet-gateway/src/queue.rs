@@ -178,15 +178,21 @@ impl Drop for Enqueued<'_> {
 impl Pool {
     /// A lease now, or after waiting in the queue. `Ok` carries a `Retry-After` hint when the
     /// queue was deep.
+    /// A lease at once when nobody waits and a backend has room (no queueing, no future).
+    pub(crate) fn try_acquire(self: &Arc<Self>, bal: &Arc<Balancer>, spec: &WaitSpec<'_>) -> Option<Lease> {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return self.try_lease(bal, spec.excluded);
+        }
+        None
+    }
+
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         bal: &Arc<Balancer>,
         spec: WaitSpec<'_>,
     ) -> Result<(Lease, Option<u64>), GatewayError> {
-        if self.waiting.load(Ordering::Acquire) == 0 {
-            if let Some(lease) = self.try_lease(bal, spec.excluded) {
-                return Ok((lease, None));
-            }
+        if let Some(lease) = self.try_acquire(bal, &spec) {
+            return Ok((lease, None));
         }
         let depth = bal.depth.load(Ordering::Acquire);
         let mut hint = None;

@@ -10,12 +10,16 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::jobs::JobId;
 use crate::proxy::{self, Answer, Endpoint, Outgoing};
 use crate::queue::Priority;
+use crate::reply::{Reply, ReplyBody, JSON};
 use crate::Gateway;
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 use bytes::Bytes;
+use crate::balance::Pool;
 use serde::Deserialize;
+use std::borrow::Cow;
+use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -33,28 +37,60 @@ impl CallerModels {
     }
 }
 
+/// The request headers routing reads: `X-Model` and `X-Priority`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteHints<'a> {
+    /// `X-Model`: overrides the body's `model`.
+    pub x_model: Option<&'a str>,
+    /// `X-Priority`: overrides the body's `priority`.
+    pub x_priority: Option<&'a str>,
+}
+
+impl<'a> RouteHints<'a> {
+    /// The hints of a header map.
+    pub fn of(headers: &'a HeaderMap) -> Self {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Self { x_model: get("x-model"), x_priority: get("x-priority") }
+    }
+}
+
+/// The routing fields, borrowed from the body where no escape forces a copy.
 #[derive(Deserialize)]
-struct Routing {
-    #[serde(default)]
-    model: Option<String>,
+struct Routing<'a> {
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    model: Option<Cow<'a, str>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default, rename = "async")]
     run_async: Option<bool>,
-    #[serde(default)]
-    priority: Option<String>,
+    #[serde(default, borrow, deserialize_with = "borrowed")]
+    priority: Option<Cow<'a, str>>,
     #[serde(default)]
     endpoint: Option<Endpoint>,
 }
 
+/// An optional string borrowed from the body unless it has escapes (serde borrows a `Cow` only
+/// as a field of its own, not inside an `Option`).
+fn borrowed<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Field<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Field<'a>>::deserialize(d)?.map(|f| f.0))
+}
+
 /// A request with its route decided.
 struct Routed {
-    model: String,
+    /// The pool of the resolved model (its name: `pool.model`).
+    pool: Arc<Pool>,
     stream: bool,
     run_async: bool,
     priority: Priority,
     endpoint: Endpoint,
     body: Bytes,
+}
+
+/// A header value, trimmed, unless empty.
+fn present(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
 }
 
 fn bad(message: impl Into<String>) -> GatewayError {
@@ -97,34 +133,26 @@ impl Gateway {
     fn route(
         &self,
         endpoint: Endpoint,
-        headers: &HeaderMap,
+        hints: RouteHints<'_>,
         body: Bytes,
         caller: &CallerModels,
         as_job: bool,
     ) -> Result<Routed, GatewayError> {
-        let routing: Routing = serde_json::from_slice(&body)
+        let routing: Routing<'_> = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("the body is not a JSON object: {e}")))?;
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-        };
-        let requested = header("x-model")
-            .map(str::to_owned)
-            .or(routing.model.clone())
-            .or_else(|| self.settings.default_model.clone())
+        let requested: &str = present(hints.x_model)
+            .or(routing.model.as_deref())
+            .or(self.settings.default_model.as_deref())
             .ok_or_else(|| bad("no model: set `model` in the body or the X-Model header"))?;
-        let model = self.resolve(&requested).to_owned();
-        if !caller.allows(&requested, &model) {
+        let resolved = self.resolve(requested);
+        if !caller.allows(requested, resolved) {
             return Err(GatewayError::downstream(
                 ErrorKind::ModelNotAllowed,
                 format!("this key may not use the model {requested:?}"),
             ));
         }
-        self.pool(&model)?;
-        let priority = match header("x-priority").or(routing.priority.as_deref()) {
+        let pool = self.pool(resolved)?;
+        let priority = match present(hints.x_priority).or(routing.priority.as_deref()) {
             Some(p) => p.parse()?,
             None => Priority::Normal,
         };
@@ -136,13 +164,14 @@ impl Gateway {
         let run_async = as_job || routing.run_async.unwrap_or(false);
         let stream =
             !run_async && endpoint != Endpoint::Embeddings && routing.stream.unwrap_or(false);
-        let body = if run_async || routing.model.as_deref() != Some(model.as_str()) {
-            rewrite(&body, &model, run_async)?
+        let body = if run_async || routing.model.as_deref() != Some(pool.model.as_str()) {
+            rewrite(&body, &pool.model, run_async)?
         } else {
+            drop(routing);
             body
         };
         Ok(Routed {
-            model,
+            pool,
             stream,
             run_async,
             priority,
@@ -159,13 +188,7 @@ impl Gateway {
         body: Body,
         caller: &CallerModels,
     ) -> Response {
-        match self
-            .serve_inner(endpoint, headers, body, caller, false)
-            .await
-        {
-            Ok(resp) => resp,
-            Err(e) => e.into_response(),
-        }
+        self.serve_http(endpoint, headers, body, caller, false).await
     }
 
     /// `POST /v1/jobs`: queues the body as a job (default endpoint chat) → 202 `{"job_id"}`.
@@ -175,32 +198,53 @@ impl Gateway {
         body: Body,
         caller: &CallerModels,
     ) -> Response {
-        match self
-            .serve_inner(Endpoint::Chat, headers, body, caller, true)
-            .await
-        {
-            Ok(resp) => resp,
-            Err(e) => e.into_response(),
+        self.serve_http(Endpoint::Chat, headers, body, caller, true).await
+    }
+
+    /// [`Self::serve_reply`] of a request as axum hands it over (body read within the limits).
+    async fn serve_http(&self, endpoint: Endpoint, headers: &HeaderMap, body: Body, caller: &CallerModels, as_job: bool) -> Response {
+        let reply = match self.read_body(headers, body).await {
+            Ok(bytes) => self.serve_reply(endpoint, RouteHints::of(headers), bytes, caller, as_job).await,
+            Err(e) => e.into(),
+        };
+        reply.into_response()
+    }
+
+    /// One request whose body was read (within [`GatewaySettings::max_body_bytes`], headers
+    /// within `max_header_bytes`: the caller's checks): routed, forwarded or queued as a job
+    /// (`as_job`, or `"async": true` in the body), answered.
+    ///
+    /// [`GatewaySettings::max_body_bytes`]: crate::GatewaySettings::max_body_bytes
+    pub async fn serve_reply(
+        &self,
+        endpoint: Endpoint,
+        hints: RouteHints<'_>,
+        body: Bytes,
+        caller: &CallerModels,
+        as_job: bool,
+    ) -> Reply {
+        match self.reply_inner(endpoint, hints, body, caller, as_job).await {
+            Ok(r) => r,
+            Err(e) => e.into(),
         }
     }
 
-    async fn serve_inner(
+    async fn reply_inner(
         &self,
         endpoint: Endpoint,
-        headers: &HeaderMap,
-        body: Body,
+        hints: RouteHints<'_>,
+        body: Bytes,
         caller: &CallerModels,
         as_job: bool,
-    ) -> Result<Response, GatewayError> {
-        let bytes = self.read_body(headers, body).await?;
-        let r = self.route(endpoint, headers, bytes, caller, as_job)?;
+    ) -> Result<Reply, GatewayError> {
+        let r = self.route(endpoint, hints, body, caller, as_job)?;
         if r.run_async {
             let id = self
-                .submit_job(r.endpoint, &r.model, r.priority, r.body)
+                .submit_job(r.endpoint, &r.pool.model, r.priority, r.body)
                 .await?;
             return Ok(accepted(&id));
         }
-        let pool = self.pool(&r.model)?;
+        let pool = r.pool;
         let out = Outgoing {
             endpoint: r.endpoint,
             body: r.body,
@@ -210,42 +254,32 @@ impl Gateway {
             admit: true,
         };
         let (answer, hint) = proxy::forward(self, &pool, out).await?;
-        let mut resp = match answer {
-            Answer::Stream(resp) => resp,
-            Answer::Full {
+        let mut reply = match answer {
+            Answer::Stream { status, content_type, relay } => Reply {
                 status,
-                content_type,
-                body,
-            } => {
-                let mut resp = Response::new(Body::from(body));
-                *resp.status_mut() = status;
-                // Room for the API layer's security headers without regrowing the map.
-                resp.headers_mut().reserve(8);
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    content_type.unwrap_or(HeaderValue::from_static("application/json")),
-                );
-                resp
-            }
+                content_type: content_type.unwrap_or(EVENT_STREAM),
+                retry_after: None,
+                location: None,
+                body: ReplyBody::Stream(relay),
+            },
+            Answer::Full { status, content_type, body } => Reply {
+                content_type: content_type.unwrap_or(JSON),
+                ..Reply::json(status, body)
+            },
         };
-        if let Some(secs) = hint {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        Ok(resp)
+        reply.retry_after = hint;
+        Ok(reply)
     }
 }
 
-fn accepted(id: &JobId) -> Response {
-    let mut resp = (
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "job_id": id, "status": "queued" })),
-    )
-        .into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
-        resp.headers_mut().insert(header::LOCATION, v);
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+
+fn accepted(id: &JobId) -> Reply {
+    let body = json!({ "job_id": id, "status": "queued" }).to_string();
+    Reply {
+        location: HeaderValue::from_str(&format!("/v1/jobs/{id}")).ok(),
+        ..Reply::json(StatusCode::ACCEPTED, Bytes::from(body))
     }
-    resp
 }
 
 /// Sets the model sent upstream; for a job also drops the gateway-only fields and streaming.
@@ -276,6 +310,17 @@ mod tests {
         let only = CallerModels(Some(vec!["qwen".into()]));
         assert!(only.allows("gpt-4o-mini", "qwen"));
         assert!(!only.allows("llama", "llama"));
+    }
+
+    #[test]
+    fn routing_fields_are_borrowed_unless_escaped() {
+        let plain: Routing<'_> = serde_json::from_slice(br#"{"messages":[{"content":"x"}],"model":"m1","priority":"high"}"#).unwrap();
+        assert!(matches!(plain.model, Some(Cow::Borrowed("m1"))));
+        assert!(matches!(plain.priority, Some(Cow::Borrowed("high"))));
+        let escaped: Routing<'_> = serde_json::from_slice(br#"{"model":"m\u0031","priority":null}"#).unwrap();
+        assert_eq!(escaped.model.as_deref(), Some("m1"));
+        assert!(escaped.priority.is_none());
+        assert!(serde_json::from_slice::<Routing<'_>>(br#"{"model":7}"#).is_err());
     }
 
     #[test]

@@ -1,44 +1,145 @@
-//! [`Upstream`]: the HTTP client on the proxy's hot path — hyper 1 through hyper-util's pooled
-//! client (keep-alive pool per backend, idle connections reaped after [`IDLE_TIMEOUT`]), one
-//! connector for plain HTTP and HTTPS: `HttpConnector` with `TCP_NODELAY` and the connect
-//! timeout, under rustls with the ring provider and the Mozilla roots of `webpki-roots` (the
-//! roots reqwest used; `hyper-rustls` and `webpki-roots` were already built as reqwest's
-//! internals, so TLS costs no new dependency).
+//! [`Upstream`]: the HTTP client on the proxy's hot path. Plain-`http://` backends (llama.cpp,
+//! Ollama, vLLM on the LAN) go through [`h1::H1Target`]: a minimal HTTP/1.1 client driven by the
+//! request's own task (see its module for why). `https://` backends (`kind = "openai"` in the
+//! cloud) go through hyper-util's pooled client under rustls with the ring provider and the
+//! Mozilla roots of `webpki-roots` (the roots reqwest used; `hyper-rustls` and `webpki-roots`
+//! were already built as reqwest's internals, so TLS costs no new dependency).
 //!
 //! Everything that can be decided once per backend is decided at start ([`Target`]): the
-//! absolute URI of each OpenAI endpoint, the `Host` header, the `Authorization` header (the
-//! backend's API key, or the user and password of its URL). A request then costs no URL parsing
-//! and no string formatting: it clones shared values and the body's [`Bytes`] handle.
+//! request heads (plain) or absolute URIs (TLS) of each OpenAI endpoint, the `Host` header, the
+//! `Authorization` header (the backend's API key, or the user and password of its URL). A request
+//! then costs no URL parsing and no string formatting.
 //!
-//! Dropping a response body before its end closes that connection (hyper does not pool it), so
-//! a client that goes away cancels the work upstream. The health/capacity probe keeps using
-//! reqwest (`Gateway::client`): it runs a few times a second, not per request.
-//!
-//! Tried and not kept: driving each connection from the request's own task (no connection task,
-//! no channel hand-offs) measured the same requests/s and CPU per request as this pooled client
-//! on the benchmark (see `docs/benchmarks.md`), for 220 more lines and no background reaping.
+//! Both clients close a connection whose answer body is dropped before its end, so a client that
+//! goes away cancels the work upstream. The health/capacity probe keeps using reqwest
+//! (`Gateway::client`): it runs a few times a second, not per request.
 
 use crate::config::{BackendSettings, GatewaySettings};
 use crate::proxy::Endpoint;
 use axum::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use axum::http::{HeaderValue, Method, Request, Uri};
+use axum::http::StatusCode;
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::percent_decode_str;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use thiserror::Error;
 use tokio_rustls::rustls;
 
-/// The body of a backend's answer, read as it arrives.
-pub(crate) type UpstreamBody = Incoming;
+mod h1;
 
-/// How long an idle upstream connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) use h1::decimal;
+use h1::{H1Body, H1Error, H1Target, IDLE_TIMEOUT};
+
+/// Largest non-streamed answer read whole (an embeddings batch can be tens of MB).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
+/// An answer on its way: resolves once its head is read.
+pub(crate) type PendingAnswer<'a> = Pin<Box<dyn Future<Output = Result<UpResponse, UpFailure>> + Send + 'a>>;
+
+/// A backend's answer, its head read.
+#[derive(Debug)]
+pub(crate) struct UpResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: Option<HeaderValue>,
+    pub(crate) body: UpstreamBody,
+}
+
+/// The body of a backend's answer, read as it arrives.
+#[derive(Debug)]
+pub(crate) enum UpstreamBody {
+    /// From a plain-HTTP backend.
+    H1(H1Body),
+    /// From an HTTPS backend.
+    Hyper(Incoming),
+}
+
+/// A request to a backend failed. The message never holds the URL (it may carry credentials).
+#[derive(Debug, Error)]
+pub(crate) enum UpFailure {
+    /// No connection (refused, unreachable, connect timeout, TLS handshake refused).
+    #[error("{0}")]
+    Connect(String),
+    /// The connection failed or the answer was not valid HTTP.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl UpFailure {
+    /// Whether no connection was made.
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, UpFailure::Connect(_))
+    }
+}
+
+impl From<H1Error> for UpFailure {
+    fn from(e: H1Error) -> Self {
+        match e {
+            H1Error::Connect(_) => UpFailure::Connect(e.to_string()),
+            _ => UpFailure::Failed(e.to_string()),
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated (hyper's own message is only the outermost layer).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+impl UpstreamBody {
+    /// The next non-empty piece of data (trailers are skipped); `None` at the end.
+    pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, UpFailure>>> {
+        match self {
+            UpstreamBody::H1(b) => b.poll_data(cx).map(|o| o.map(|r| r.map_err(UpFailure::from))),
+            UpstreamBody::Hyper(b) => loop {
+                match Pin::new(&mut *b).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(UpFailure::Failed(chain(&e))))),
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => return Poll::Ready(Some(Ok(data))),
+                        _ => continue,
+                    },
+                }
+            },
+        }
+    }
+
+    /// The whole body when it has already arrived complete (the common small answer), without
+    /// waiting; `None`: read it with [`Self::collect`].
+    pub(crate) fn try_whole(&mut self) -> Option<Bytes> {
+        match self {
+            UpstreamBody::H1(b) => b.try_whole(),
+            UpstreamBody::Hyper(_) => None,
+        }
+    }
+
+    /// The whole body.
+    pub(crate) async fn collect(self) -> Result<Bytes, UpFailure> {
+        match self {
+            UpstreamBody::H1(b) => Ok(b.collect(MAX_ANSWER_BYTES).await?),
+            UpstreamBody::Hyper(b) => {
+                let limited = http_body_util::Limited::new(b, MAX_ANSWER_BYTES);
+                limited.collect().await.map(|c| c.to_bytes()).map_err(|e| UpFailure::Failed(chain(&*e)))
+            }
+        }
+    }
+}
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -62,6 +163,8 @@ pub(crate) enum UpstreamError {
 /// What is sent to one backend, prepared at start.
 #[derive(Debug)]
 struct Target {
+    /// The plain-HTTP client of an `http://` backend (`None`: HTTPS through hyper).
+    h1: Option<Arc<H1Target>>,
     /// Absolute URIs of chat, completions and embeddings, in [`Endpoint`] order.
     uris: [Uri; 3],
     /// `host[:port]` as hyper would write it.
@@ -114,7 +217,7 @@ impl Upstream {
         let targets = settings
             .backends
             .iter()
-            .map(Target::new)
+            .map(|b| Target::new(b, settings))
             .collect::<Result<Vec<_>, _>>()?;
         let mut http = HttpConnector::new();
         http.enforce_http(false); // the TLS layer above handles https://
@@ -142,8 +245,14 @@ impl Upstream {
         endpoint: Endpoint,
         body: Bytes,
         stream: bool,
-    ) -> Option<ResponseFuture> {
+    ) -> Option<PendingAnswer<'_>> {
         let t = self.targets.get(backend)?;
+        if let Some(h1) = &t.h1 {
+            return Some(Box::pin(async move {
+                let r = h1.post(endpoint_index(endpoint), &body, stream).await?;
+                Ok(UpResponse { status: r.status, content_type: r.content_type, body: UpstreamBody::H1(r.body) })
+            }));
+        }
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = t.uris[endpoint_index(endpoint)].clone();
@@ -156,12 +265,32 @@ impl Upstream {
         if stream {
             h.insert(ACCEPT, EVENT_STREAM);
         }
-        Some(self.client.request(req))
+        let fut = self.client.request(req);
+        Some(Box::pin(async move {
+            let resp = fut.await.map_err(|e| {
+                if e.is_connect() {
+                    UpFailure::Connect(chain(&e))
+                } else {
+                    UpFailure::Failed(chain(&e))
+                }
+            })?;
+            let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+            Ok(UpResponse { status: resp.status(), content_type, body: UpstreamBody::Hyper(resp.into_body()) })
+        }))
+    }
+
+    /// Closes plain-HTTP connections idle for too long (hyper-util reaps its own).
+    pub(crate) fn reap_idle(&self) {
+        for t in &self.targets {
+            if let Some(h1) = &t.h1 {
+                h1.reap();
+            }
+        }
     }
 }
 
 impl Target {
-    fn new(b: &BackendSettings) -> Result<Self, UpstreamError> {
+    fn new(b: &BackendSettings, settings: &GatewaySettings) -> Result<Self, UpstreamError> {
         let bad = |what: &str| UpstreamError::Url {
             backend: b.name.clone(),
             what: what.to_owned(),
@@ -173,6 +302,7 @@ impl Target {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
+        let connect_to = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
         let base = url.path().trim_end_matches('/');
         let uri = |e: Endpoint| {
             Uri::try_from(format!("{}://{authority}{base}{}", url.scheme(), e.path()))
@@ -183,7 +313,7 @@ impl Target {
             uri(Endpoint::Completions)?,
             uri(Endpoint::Embeddings)?,
         ];
-        let host = HeaderValue::try_from(authority).map_err(|_| bad("the host is not valid"))?;
+        let host = HeaderValue::try_from(authority.as_str()).map_err(|_| bad("the host is not valid"))?;
         let auth = match (&b.api_key, url.username()) {
             (Some(key), _) => Some(format!("Bearer {}", key.0)),
             (None, "") => None,
@@ -206,7 +336,17 @@ impl Target {
                 Ok::<_, UpstreamError>(v)
             })
             .transpose()?;
-        Ok(Self { uris, host, auth })
+        let h1 = (url.scheme() == "http").then(|| {
+            Arc::new(H1Target::new(
+                &connect_to,
+                &authority,
+                base,
+                auth.as_ref(),
+                settings.connect_timeout,
+                settings.idle_connections_per_backend(),
+            ))
+        });
+        Ok(Self { h1, uris, host, auth })
     }
 }
 

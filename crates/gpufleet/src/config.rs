@@ -68,6 +68,9 @@ pub struct ServerSection {
     pub metrics_public: bool,
     /// Require API keys. Turning this off is for benchmarks on loopback only. Default true.
     pub auth: bool,
+    /// Threads of the inference lane (plain-HTTP inference calls, one event loop each);
+    /// 0 = half the cores, at least one. Default 0.
+    pub lane_threads: u32,
 }
 
 impl Default for ServerSection {
@@ -83,6 +86,7 @@ impl Default for ServerSection {
             insecure_http: false,
             metrics_public: true,
             auth: true,
+            lane_threads: 0,
         }
     }
 }
@@ -264,6 +268,8 @@ pub struct Settings {
     pub metrics_public: bool,
     /// Authentication on.
     pub auth_enabled: bool,
+    /// Inference lane threads (0 = half the cores).
+    pub lane_threads: usize,
     /// The `[auth]` section.
     pub auth: gpufleet_auth::AuthConfig,
     /// The validated `[gateway]` section.
@@ -418,6 +424,7 @@ impl FileConfig {
             insecure_http: self.server.insecure_http,
             metrics_public: self.server.metrics_public,
             auth_enabled: self.server.auth,
+            lane_threads: self.server.lane_threads as usize,
             auth: self.auth.clone(),
             gateway,
             fleet,

@@ -214,12 +214,13 @@ pub async fn start_roles(settings: &Settings, roles: Roles, shutdown: Shutdown) 
     };
 
     let grace = settings.shutdown_grace;
+    let lane_threads = settings.lane_threads;
     let sd = shutdown.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let task = tokio::spawn(async move {
         match listener {
             Some((listener, app)) => {
-                crate::serve::serve(listener, app, tls, sd, grace).await;
+                crate::serve::serve(listener, app, tls, sd, grace, lane_threads).await;
                 info!("listener closed; draining workers");
             }
             None => sd.wait().await,

@@ -591,3 +591,4 @@ async fn host_changes_are_audited_and_viewers_cannot_make_them() {
 }
 
 mod fast;
+mod lane;

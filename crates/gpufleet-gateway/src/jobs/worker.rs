@@ -191,7 +191,7 @@ impl Gateway {
         };
         match proxy::forward(self, &pool, out).await?.0 {
             Answer::Full { status, body, .. } => Ok((status, body)),
-            Answer::Stream(_) => Err(GatewayError::internal(
+            Answer::Stream { .. } => Err(GatewayError::internal(
                 crate::error::ErrorKind::Internal,
                 "a job was answered as a stream",
             )),

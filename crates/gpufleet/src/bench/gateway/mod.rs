@@ -74,6 +74,10 @@ pub struct GatewayBenchArgs {
     /// per core). `1` gives it the same one-thread budget as the one nginx worker.
     #[arg(long, value_name = "N")]
     pub gpufleet_threads: Option<u16>,
+    /// Inference lane threads of the gpufleet gateway (`[server] lane_threads`; default: the
+    /// server's, half the cores).
+    #[arg(long, value_name = "N")]
+    pub lane_threads: Option<u16>,
 }
 
 /// A peer gateway to measure beside gpufleet.
@@ -293,6 +297,9 @@ fn start_gpufleet(
         Some(n) => cmd.env("TOKIO_WORKER_THREADS", n.max(1).to_string()),
         None => cmd.env_remove("TOKIO_WORKER_THREADS"),
     };
+    if let Some(n) = args.lane_threads {
+        cmd.env("GPUFLEET_SERVER_LANE_THREADS", n.to_string());
+    }
     if !auth {
         // Loopback only; the server refuses this on any other address.
         cmd.env("GPUFLEET_SERVER_AUTH", "false");

@@ -112,6 +112,7 @@ fn summarize(
         "seconds": args.seconds, "warmup_seconds": args.warmup,
         "gpufleet_variant": gf, "targets": targets,
         "gpufleet_worker_threads": args.gpufleet_threads.map_or(json!("one per core"), |n| json!(n.max(1))),
+        "gpufleet_lane_threads": args.lane_threads.map_or(json!("half the cores"), |n| json!(n)),
         "gpufleet_rss_mb": round(rss_mb, 1), "gpufleet_rss_mb_by_variant": rss,
         "auth_on_minus_off_p99_ms": auth_added, "peers": peers,
         "gpufleet_over_litellm_rps": litellm_ratio,
@@ -146,7 +147,8 @@ pub(super) fn report(
     }
     let threads = args.gpufleet_threads.map_or("one per core".to_owned(), |n| n.max(1).to_string());
     println!("gateway overhead ({} s per run after {} s warm-up, wrk -t1, mock backends = nginx return 200;", args.seconds, args.warmup);
-    println!("  nginx: 1 worker; gpufleet worker threads: {threads};");
+    let lanes = args.lane_threads.filter(|n| *n > 0).map_or("half the cores".to_owned(), |n| n.to_string());
+    println!("  nginx: 1 worker; gpufleet worker threads: {threads}, inference lane threads: {lanes};");
     println!("  cores and µs/req: CPU of the serving process tree during the run — for direct, the mock backends):");
     println!(
         "  {:<18} {:>5} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8} {:>6} {:>8}",
