@@ -12,6 +12,7 @@ mod cpu;
 mod litellm;
 mod procs;
 mod report;
+mod rounds;
 mod soak;
 mod wrk;
 
@@ -43,6 +44,11 @@ pub struct GatewayBenchArgs {
     /// Seconds of warm-up before each measured run.
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
+    /// Rounds: every target (direct, nginx, the gpufleet variants) is loaded once per round,
+    /// the order rotated each round; the report gives each figure's median over the rounds and
+    /// in how many rounds each target held on its own. LiteLLM is loaded once, after them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub rounds: u32,
     /// Connection counts, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = vec![16u32, 64])]
     pub connections: Vec<u32>,
@@ -172,20 +178,35 @@ fn run_blocking(args: &GatewayBenchArgs) -> Result<()> {
         pid,
         script: &script,
     };
-    load(args, &mut rows, target("direct", backends[0], mock.pid()))?;
-    load(args, &mut rows, target("nginx", proxy_port, proxy.pid()))?;
-    let mut rss = Map::new();
     let variants: &[(bool, &'static str)] = match args.auth {
         AuthMode::On => &[(true, "gpufleet_auth_on")],
         AuthMode::Off => &[(false, "gpufleet_auth_off")],
         AuthMode::Both => &[(true, "gpufleet_auth_on"), (false, "gpufleet_auth_off")],
     };
+    // Every gpufleet variant runs from the start (an unloaded one uses no CPU), so rounds can
+    // rotate over all targets.
+    let mut children = Vec::new();
     for &(auth, name) in variants {
-        let (mut child, port) = start_gpufleet(args, dir.path(), name, &backends, &key, auth)?;
-        load(args, &mut rows, target(name, port, child.pid()))?;
+        let (child, port) = start_gpufleet(args, dir.path(), name, &backends, &key, auth)?;
+        children.push((name, child, port));
+    }
+    let mut targets = vec![
+        target("direct", backends[0], mock.pid()),
+        target("nginx", proxy_port, proxy.pid()),
+    ];
+    for (name, child, port) in &children {
+        targets.push(target(name, *port, child.pid()));
+    }
+    for round in 0..args.rounds {
+        for k in 0..targets.len() {
+            let t = &targets[(k + round as usize) % targets.len()];
+            load(args, &mut rows, t, round)?;
+        }
+    }
+    let mut rss = Map::new();
+    for (name, mut child, _) in children {
         child.ensure_running()?;
         rss.insert(name.to_owned(), procs::vm_hwm_mb(child.pid())?.into());
-        drop(child);
     }
     let mut peers = Map::new();
     if let Some(exe) = litellm_exe {
@@ -220,7 +241,7 @@ struct Target<'a> {
 }
 
 /// Measures `t` at every connection count, one row each.
-fn load(args: &GatewayBenchArgs, rows: &mut Vec<Row>, t: Target<'_>) -> Result<()> {
+fn load(args: &GatewayBenchArgs, rows: &mut Vec<Row>, t: &Target<'_>, round: u32) -> Result<()> {
     let url = format!("http://127.0.0.1:{}{PATH}", t.port);
     for &c in &args.connections {
         let r = wrk::run(t.script, &url, c, args.warmup, args.seconds, Some(t.pid))
@@ -228,6 +249,7 @@ fn load(args: &GatewayBenchArgs, rows: &mut Vec<Row>, t: Target<'_>) -> Result<(
         rows.push(Row {
             target: t.name,
             conns: c,
+            round,
             r,
         });
     }
@@ -255,7 +277,7 @@ fn measure_litellm(
         pid: child.pid(),
         script: &script,
     };
-    load(args, rows, t)?;
+    load(args, rows, &t, 0)?;
     child.ensure_running()?;
     procs::vm_hwm_mb(child.pid())
 }

@@ -3,6 +3,7 @@
 //! requests/s, p50/p99, p99 added over the direct backend and the server's CPU; peak RSS; the
 //! issue's targets checked. One JSON object with `--json`, else a table.
 
+use super::rounds;
 use super::wrk::WrkResult;
 use super::GatewayBenchArgs;
 use anyhow::Result;
@@ -15,6 +16,8 @@ const RSS_TARGET_MB: f64 = 50.0;
 pub(super) struct Row {
     pub(super) target: &'static str,
     pub(super) conns: u32,
+    /// Which round of `--rounds` (from 0).
+    pub(super) round: u32,
     pub(super) r: WrkResult,
 }
 
@@ -45,10 +48,13 @@ struct Summary {
 
 fn summarize(
     args: &GatewayBenchArgs,
-    rows: &[Row],
+    all: &[Row],
     rss: &Map<String, Value>,
     peers: &Map<String, Value>,
 ) -> Summary {
+    let medians = rounds::medians(all);
+    let rows = &medians[..];
+    let n_rounds = rounds::count(all);
     let gf = if rows.iter().any(|r| r.target == "gpufleet_auth_on") {
         "gpufleet_auth_on"
     } else {
@@ -76,6 +82,7 @@ fn summarize(
     let mut auth_added = Map::new();
     let mut litellm_ratio = Map::new();
     let mut checks = Vec::new();
+    let mut per_round = Map::new();
     for &c in &args.connections {
         if let (Some(on), Some(off)) = (
             find(rows, "gpufleet_auth_on", c),
@@ -86,20 +93,40 @@ fn summarize(
         if let (Some(g), Some(l)) = (find(rows, gf, c), find(rows, "litellm", c)) {
             litellm_ratio.insert(c.to_string(), (g.rps / l.rps.max(f64::MIN_POSITIVE)).into());
         }
+        // With several rounds: the medians are checked; how many rounds held on their own is
+        // said beside them.
+        let each = rounds::per_round(all, gf, "nginx", c);
+        let held = |ok: fn(&(f64, f64)) -> bool| {
+            if n_rounds > 1 {
+                format!("; held in {} of {} rounds", each.iter().filter(|x| ok(x)).count(), each.len())
+            } else {
+                String::new()
+            }
+        };
+        let med = if n_rounds > 1 { format!("medians of {n_rounds} rounds: ") } else { String::new() };
         if let (Some(g), Some(n)) = (find(rows, gf, c), find(rows, "nginx", c)) {
             checks.push((
                 format!(
-                    "{gf} req/s >= nginx req/s at {c} conns ({:.0} vs {:.0})",
-                    g.rps, n.rps
+                    "{gf} req/s >= nginx req/s at {c} conns ({med}{:.0} vs {:.0}{})",
+                    g.rps, n.rps, held(|x| x.0 >= 1.0)
                 ),
                 g.rps >= n.rps,
             ));
         }
         if let (Some(g), Some(n)) = (added_p99(rows, gf, c), added_p99(rows, "nginx", c)) {
             checks.push((
-                format!("{gf} added p99 <= nginx added p99 at {c} conns ({g:.3} vs {n:.3} ms)"),
+                format!("{gf} added p99 <= nginx added p99 at {c} conns ({med}{g:.3} vs {n:.3} ms{})", held(|x| x.1 <= 0.0)),
                 g <= n,
             ));
+        }
+        if n_rounds > 1 {
+            per_round.insert(
+                c.to_string(),
+                json!({
+                    "rps_ratio_over_nginx": each.iter().map(|x| round(x.0, 3)).collect::<Vec<_>>(),
+                    "added_p99_minus_nginx_ms": each.iter().map(|x| round(x.1, 3)).collect::<Vec<_>>(),
+                }),
+            );
         }
     }
     if args.connections.contains(&64) {
@@ -109,7 +136,8 @@ fn summarize(
         ));
     }
     let json = json!({
-        "seconds": args.seconds, "warmup_seconds": args.warmup,
+        "seconds": args.seconds, "warmup_seconds": args.warmup, "rounds": n_rounds,
+        "gpufleet_per_round": per_round,
         "gpufleet_variant": gf, "targets": targets,
         "gpufleet_worker_threads": args.gpufleet_threads.map_or(json!("one per core"), |n| json!(n.max(1))),
         "gpufleet_lane_threads": args.lane_threads.map_or(json!("half the cores"), |n| json!(n)),
@@ -141,6 +169,9 @@ pub(super) fn report(
         litellm_ratio,
         checks,
     } = summarize(args, rows, rss, peers);
+    let n_rounds = rounds::count(rows);
+    let medians = rounds::medians(rows);
+    let rows = &medians[..];
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
@@ -149,7 +180,10 @@ pub(super) fn report(
     println!("gateway overhead ({} s per run after {} s warm-up, wrk -t1, mock backends = nginx return 200;", args.seconds, args.warmup);
     let lanes = args.lane_threads.filter(|n| *n > 0).map_or("half the cores".to_owned(), |n| n.to_string());
     println!("  nginx: 1 worker; gpufleet worker threads: {threads}, inference lane threads: {lanes};");
-    println!("  cores and µs/req: CPU of the serving process tree during the run — for direct, the mock backends):");
+    println!("  cores and µs/req: CPU of the serving process tree during the run — for direct, the mock backends);");
+    if n_rounds > 1 {
+        println!("  {n_rounds} rounds, target order rotated each round; every figure below is the median over the rounds:");
+    }
     println!(
         "  {:<18} {:>5} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8} {:>6} {:>8}",
         "target",
@@ -238,6 +272,7 @@ mod tests {
         Row {
             target,
             conns,
+            round: 0,
             r: WrkResult {
                 rps,
                 p50_ms: p99_ms / 2.0,
