@@ -14,7 +14,7 @@
 
 use crate::auth::{auth_error, request_id, secure};
 use crate::routes::{guard_of, Guard};
-use crate::state::{now_ms, AppState};
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request};
@@ -175,7 +175,8 @@ impl Fast {
             route: FAST_ROUTES[route].0,
             request_id: Some(caller.request_id),
         };
-        let access = auth.check_access_proven(&access_req, now_ms(), proven).await?;
+        // The coarse clock: key expiry needs milliseconds, and this runs on every request.
+        let access = auth.check_access_proven(&access_req, gpufleet_runtime::coarse::unix_ms(), proven).await?;
         Ok(CallerModels(access.identity.allowed_models.as_ref().map(|m| m.to_vec())))
     }
 }

@@ -31,7 +31,6 @@ use parking_lot::Mutex;
 use rand::Rng;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// What telemetry knows about the GPU(s) behind a backend.
@@ -250,6 +249,7 @@ impl Pool {
             bal: bal.clone(),
             probe: admit == Admit::Probe,
             decided: false,
+            at: now,
         })
     }
 }
@@ -265,6 +265,8 @@ pub(crate) struct Lease {
     bal: Arc<Balancer>,
     probe: bool,
     decided: bool,
+    /// When it was taken (the request is sent right after: its latency counts from here).
+    pub(crate) at: Instant,
 }
 
 impl Lease {
@@ -276,14 +278,12 @@ impl Lease {
         &self.pool.model
     }
 
-    /// A successful answer after `took`.
-    pub(crate) fn succeed(mut self, took: Duration) {
+    /// A successful answer, complete at `end`; its latency counts from [`Lease::at`].
+    pub(crate) fn succeed(mut self, end: Instant) {
         self.decided = true;
+        let took = end.saturating_duration_since(self.at);
         self.backend.observe_latency(took.as_secs_f64() * 1000.0);
-        let changed = self
-            .backend
-            .breaker
-            .record(true, self.probe, Instant::now());
+        let changed = self.backend.breaker.record(true, self.probe, end);
         self.bal.transition(&self.backend, changed);
     }
 

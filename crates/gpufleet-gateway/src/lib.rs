@@ -37,6 +37,7 @@ pub mod balance;
 pub mod breaker;
 pub mod config;
 pub mod error;
+mod fields;
 pub mod gateway;
 pub mod hints;
 pub mod jobs;

@@ -28,6 +28,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 
 /// The OpenAI route a request is for.
@@ -69,7 +70,8 @@ pub(crate) struct Outgoing {
     pub(crate) body: Bytes,
     pub(crate) stream: bool,
     pub(crate) priority: Priority,
-    pub(crate) deadline: Instant,
+    /// The longest it may wait in the queue, in all, from its first wait.
+    pub(crate) max_wait: Duration,
     /// Apply backpressure on its first wait.
     pub(crate) admit: bool,
 }
@@ -105,18 +107,21 @@ pub(crate) async fn forward(
     let mut admit = out.admit;
     let mut hint = None;
     let mut last: Option<GatewayError> = None;
+    // Set at the first wait (the clock is not read for requests that never wait).
+    let mut deadline: Option<Instant> = None;
     loop {
-        let spec = WaitSpec {
-            priority: out.priority,
-            excluded: &excluded,
-            deadline: out.deadline,
-            admit,
-        };
         // Capacity at hand needs no future; the queue's wait is boxed (see `attempt`).
-        let now = pool.try_acquire(&gw.bal, &spec);
-        let acquired = match now {
+        let acquired = match pool.try_acquire(&gw.bal, &excluded) {
             Some(lease) => Ok((lease, None)),
-            None => Box::pin(pool.acquire(&gw.bal, spec)).await,
+            None => {
+                let spec = WaitSpec {
+                    priority: out.priority,
+                    excluded: &excluded,
+                    deadline: *deadline.get_or_insert_with(|| Instant::now() + out.max_wait),
+                    admit,
+                };
+                Box::pin(pool.acquire(&gw.bal, spec)).await
+            }
         };
         let (lease, h) = match acquired {
             Ok(x) => x,
@@ -185,7 +190,8 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
             format!("backend {name} has no upstream target"),
         ));
     };
-    let started = Instant::now();
+    // The lease was taken just now: its time is the request's start (one clock read fewer).
+    let started = lease.at;
     let deadline = started + gw.settings.first_byte_timeout;
     let fail = |lease: Lease, e: GatewayError| {
         gw.bal
@@ -245,10 +251,10 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
                 Ok(Ok(b)) => b,
             },
         };
-        let took = started.elapsed();
         if status.is_success() {
-            lease.metrics().finished(took, completion_tokens(&body));
-            lease.succeed(took);
+            let end = Instant::now();
+            lease.metrics().finished(end.saturating_duration_since(started), completion_tokens(&body));
+            lease.succeed(end);
         } else {
             // The client's request was refused (4xx): pass it on; says nothing about the backend.
             gw.bal.metrics.error(
@@ -352,9 +358,9 @@ impl Stream for ReplyStream {
             }
             Poll::Ready(None) => {
                 if let Some(lease) = this.lease.take() {
-                    let took = this.started.elapsed();
-                    lease.metrics().finished(took, this.tokens);
-                    lease.succeed(took);
+                    let end = Instant::now();
+                    lease.metrics().finished(end.saturating_duration_since(this.started), this.tokens);
+                    lease.succeed(end);
                 }
                 Poll::Ready(None)
             }

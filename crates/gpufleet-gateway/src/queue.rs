@@ -179,9 +179,9 @@ impl Pool {
     /// A lease now, or after waiting in the queue. `Ok` carries a `Retry-After` hint when the
     /// queue was deep.
     /// A lease at once when nobody waits and a backend has room (no queueing, no future).
-    pub(crate) fn try_acquire(self: &Arc<Self>, bal: &Arc<Balancer>, spec: &WaitSpec<'_>) -> Option<Lease> {
+    pub(crate) fn try_acquire(self: &Arc<Self>, bal: &Arc<Balancer>, excluded: &[usize]) -> Option<Lease> {
         if self.waiting.load(Ordering::Acquire) == 0 {
-            return self.try_lease(bal, spec.excluded);
+            return self.try_lease(bal, excluded);
         }
         None
     }
@@ -191,7 +191,7 @@ impl Pool {
         bal: &Arc<Balancer>,
         spec: WaitSpec<'_>,
     ) -> Result<(Lease, Option<u64>), GatewayError> {
-        if let Some(lease) = self.try_acquire(bal, &spec) {
+        if let Some(lease) = self.try_acquire(bal, spec.excluded) {
             return Ok((lease, None));
         }
         let depth = bal.depth.load(Ordering::Acquire);

@@ -17,11 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use crate::balance::Pool;
-use serde::Deserialize;
-use std::borrow::Cow;
 use std::sync::Arc;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
 /// The models the caller's key may use, inserted as a request extension by the API's
 /// authentication layer. `None` (or no extension) allows every model.
@@ -52,29 +49,6 @@ impl<'a> RouteHints<'a> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         Self { x_model: get("x-model"), x_priority: get("x-priority") }
     }
-}
-
-/// The routing fields, borrowed from the body where no escape forces a copy.
-#[derive(Deserialize)]
-struct Routing<'a> {
-    #[serde(default, borrow, deserialize_with = "borrowed")]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default, rename = "async")]
-    run_async: Option<bool>,
-    #[serde(default, borrow, deserialize_with = "borrowed")]
-    priority: Option<Cow<'a, str>>,
-    #[serde(default)]
-    endpoint: Option<Endpoint>,
-}
-
-/// An optional string borrowed from the body unless it has escapes (serde borrows a `Cow` only
-/// as a field of its own, not inside an `Option`).
-fn borrowed<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
-    #[derive(Deserialize)]
-    struct Field<'a>(#[serde(borrow)] Cow<'a, str>);
-    Ok(Option::<Field<'a>>::deserialize(d)?.map(|f| f.0))
 }
 
 /// A request with its route decided.
@@ -138,7 +112,7 @@ impl Gateway {
         caller: &CallerModels,
         as_job: bool,
     ) -> Result<Routed, GatewayError> {
-        let routing: Routing<'_> = serde_json::from_slice(&body)
+        let routing = crate::fields::routing(&body)
             .map_err(|e| bad(format!("the body is not a JSON object: {e}")))?;
         let requested: &str = present(hints.x_model)
             .or(routing.model.as_deref())
@@ -250,7 +224,7 @@ impl Gateway {
             body: r.body,
             stream: r.stream,
             priority: r.priority,
-            deadline: Instant::now() + self.settings.queue.max_wait,
+            max_wait: self.settings.queue.max_wait,
             admit: true,
         };
         let (answer, hint) = proxy::forward(self, &pool, out).await?;
@@ -310,17 +284,6 @@ mod tests {
         let only = CallerModels(Some(vec!["qwen".into()]));
         assert!(only.allows("gpt-4o-mini", "qwen"));
         assert!(!only.allows("llama", "llama"));
-    }
-
-    #[test]
-    fn routing_fields_are_borrowed_unless_escaped() {
-        let plain: Routing<'_> = serde_json::from_slice(br#"{"messages":[{"content":"x"}],"model":"m1","priority":"high"}"#).unwrap();
-        assert!(matches!(plain.model, Some(Cow::Borrowed("m1"))));
-        assert!(matches!(plain.priority, Some(Cow::Borrowed("high"))));
-        let escaped: Routing<'_> = serde_json::from_slice(br#"{"model":"m\u0031","priority":null}"#).unwrap();
-        assert_eq!(escaped.model.as_deref(), Some("m1"));
-        assert!(escaped.priority.is_none());
-        assert!(serde_json::from_slice::<Routing<'_>>(br#"{"model":7}"#).is_err());
     }
 
     #[test]

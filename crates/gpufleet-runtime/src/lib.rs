@@ -10,6 +10,7 @@
 //! - [`supervisor`]: [`Worker`], [`WorkerContext`], [`Supervisor`], [`WorkerStatus`].
 
 pub mod backoff;
+pub mod coarse;
 pub mod limits;
 pub mod shutdown;
 pub mod supervisor;

@@ -109,13 +109,16 @@ struct Lane<'a> {
     proven: ProvenKey,
     /// Closes the connection when it idles for [`IDLE_TIMEOUT`].
     idle: Pin<Box<tokio::time::Sleep>>,
+    /// When the connection came, on tokio's clock and on the coarse clock: now is the first
+    /// plus how far the coarse clock moved (for the idle timer, read once per request).
+    born: (tokio::time::Instant, u64),
     timeouts: Timeouts,
 }
 
 /// Serves `io` on the lane until it closes (`None`) or sends a request the lane leaves to hyper.
 pub(crate) async fn serve(fast: &Fast, io: TcpStream, peer: SocketAddr, shutdown: &Shutdown, timeouts: Timeouts) -> Option<Handoff> {
     let mut stop = pin!(shutdown.wait());
-    let mut lane = Lane { fast, io, peer, buf: BytesMut::with_capacity(8 * 1024), out: Vec::with_capacity(2 * 1024), proven: ProvenKey::default(), idle: Box::pin(tokio::time::sleep(timeouts.idle)), timeouts };
+    let mut lane = Lane { fast, io, peer, buf: BytesMut::with_capacity(8 * 1024), out: Vec::with_capacity(2 * 1024), proven: ProvenKey::default(), idle: Box::pin(tokio::time::sleep(timeouts.idle)), born: (tokio::time::Instant::now(), gpufleet_runtime::coarse::mono_ms()), timeouts };
     loop {
         match lane.next(stop.as_mut(), shutdown).await {
             Ok(true) => {}
@@ -129,6 +132,11 @@ pub(crate) async fn serve(fast: &Fast, io: TcpStream, peer: SocketAddr, shutdown
 }
 
 impl Lane<'_> {
+    /// Now, to within a scheduler tick, without reading the precise clock.
+    fn now(&self) -> tokio::time::Instant {
+        self.born.0 + Duration::from_millis(gpufleet_runtime::coarse::mono_ms().saturating_sub(self.born.1))
+    }
+
     /// Serves the next request; `Ok(false)`: the connection ends after it.
     async fn next<F: Future<Output = ()>>(&mut self, stop: Pin<&mut F>, shutdown: &Shutdown) -> Result<bool, Stop> {
         let head_len = self.read_head(stop).await?;
@@ -177,8 +185,8 @@ impl Lane<'_> {
                 // Idle between requests. One timer per connection, moved on only when it is
                 // behind by more than 1/64 of the timeout, at most 1 s (a timer made and dropped
                 // per request cost more than the check), so an idle connection closes between
-                // 74 and 75 s after its last request.
-                let want = tokio::time::Instant::now() + self.timeouts.idle;
+                // 74 and 75 s after its last request (the coarse clock adds a tick at most).
+                let want = self.now() + self.timeouts.idle;
                 let slack = (self.timeouts.idle / 64).min(Duration::from_secs(1));
                 if self.idle.deadline() + slack < want {
                     self.idle.as_mut().reset(want);

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use gpufleet_gateway::Reply;
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// The security headers of every answer (see `auth::secure`), `cache-control` included.
 pub(crate) const SECURITY: &[u8] = b"x-content-type-options: nosniff\r\nx-frame-options: DENY\r\n\
@@ -99,14 +99,13 @@ thread_local! {
     static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
 }
 
-/// Appends the HTTP date of now (formatted once per second per thread).
+/// Appends the HTTP date of now (the coarse clock; formatted once per second per thread).
 fn date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = u64::try_from(gpufleet_runtime::coarse::unix_ms() / 1000).unwrap_or(0);
     DATE.with(|d| {
         let mut d = d.borrow_mut();
         if d.0 != secs {
-            let text = httpdate::fmt_http_date(now);
+            let text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
             if text.len() == 29 {
                 d.1.copy_from_slice(text.as_bytes());
             }

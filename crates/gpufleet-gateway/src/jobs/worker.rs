@@ -186,7 +186,7 @@ impl Gateway {
             body: job.body.clone(),
             stream: false,
             priority: job.priority,
-            deadline: Instant::now() + self.settings.jobs.max_wait,
+            max_wait: self.settings.jobs.max_wait,
             admit: false,
         };
         match proxy::forward(self, &pool, out).await?.0 {

@@ -25,6 +25,7 @@ use body::step_chunked;
 pub(crate) use body::H1Body;
 use body::Framing;
 use bytes::{Buf, Bytes, BytesMut};
+use gpufleet_runtime::coarse;
 use hyper::http::{HeaderValue, StatusCode};
 use parking_lot::Mutex;
 use std::io;
@@ -32,7 +33,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 /// How long an idle connection is kept.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -73,7 +73,8 @@ struct Conn {
     buf: BytesMut,
     /// The request being written (kept: no allocation per request).
     wbuf: Vec<u8>,
-    idle_since: Instant,
+    /// When it was last put back, on the coarse monotonic clock (ms).
+    idle_since: u64,
 }
 
 /// A plain-HTTP backend: where to connect, the prepared request heads, the idle pool.
@@ -194,7 +195,7 @@ impl H1Target {
     fn checkout(&self) -> Option<Conn> {
         loop {
             let conn = self.idle.lock().pop()?;
-            if conn.idle_since.elapsed() < CHECK_IDLE_AFTER || still_open(&conn.io) {
+            if idle_ms(&conn) < CHECK_IDLE_AFTER.as_millis() as u64 || still_open(&conn.io) {
                 return Some(conn);
             }
         }
@@ -206,11 +207,11 @@ impl H1Target {
             .map_err(|_| H1Error::Connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(H1Error::Connect)?;
         io.set_nodelay(true).map_err(H1Error::Connect)?;
-        Ok(Conn { io, buf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::new(), idle_since: Instant::now() })
+        Ok(Conn { io, buf: BytesMut::with_capacity(READ_CHUNK), wbuf: Vec::new(), idle_since: coarse::mono_ms() })
     }
 
     fn checkin(&self, mut conn: Conn) {
-        conn.idle_since = Instant::now();
+        conn.idle_since = coarse::mono_ms();
         let mut idle = self.idle.lock();
         if idle.len() < self.max_idle {
             idle.push(conn);
@@ -220,9 +221,15 @@ impl H1Target {
     /// Closes connections idle for longer than [`IDLE_TIMEOUT`]; returns how many are left.
     pub(crate) fn reap(&self) -> usize {
         let mut idle = self.idle.lock();
-        idle.retain(|c| c.idle_since.elapsed() < IDLE_TIMEOUT);
+        idle.retain(|c| idle_ms(c) < IDLE_TIMEOUT.as_millis() as u64);
         idle.len()
     }
+}
+
+/// How long `conn` has been idle, ms, on the coarse clock (these limits are seconds; the
+/// precise clock would cost two reads per request).
+fn idle_ms(conn: &Conn) -> u64 {
+    coarse::mono_ms().saturating_sub(conn.idle_since)
 }
 
 /// Whether an idle connection is still open: a read finds nothing to read (no end of stream, no
