@@ -131,17 +131,18 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A string without escapes or control characters (its bytes, quotes excluded).
+    /// A string without escapes or control characters (its bytes, quotes excluded). A plain
+    /// loop: these strings are short, shorter than a vectorised search takes to set up.
     fn plain_string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
-        let s = &self.b[start..start + len];
-        if self.b[start + len] != b'"' || s.iter().any(|&c| c < 0x20) {
-            return None;
+        loop {
+            match self.next()? {
+                b'"' => return Some(&self.b[start..self.i - 1]),
+                b'\\' | 0..=0x1f => return None,
+                _ => {}
+            }
         }
-        self.i = start + len + 1;
-        Some(s)
     }
 
     /// `null` or a plain string (valid UTF-8).
@@ -199,15 +200,24 @@ impl<'a> Scan<'a> {
         }
     }
 
+    /// Skips a string: the first bytes one by one (most strings here are short), the rest of a
+    /// long one (a prompt) with a vectorised search.
     fn skip_string(&mut self) -> Option<()> {
         self.eat(b'"')?;
+        let mut short = 16u32;
         loop {
-            let at = memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
-            self.i += at + 1;
-            if self.b[self.i - 1] == b'"' {
-                return Some(());
+            if short == 0 {
+                let at = memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
+                self.i += at;
             }
-            self.i += 1; // the escaped byte
+            short = short.saturating_sub(1);
+            match self.next()? {
+                b'"' => return Some(()),
+                b'\\' => {
+                    self.next()?; // the escaped byte
+                }
+                _ => {}
+            }
         }
     }
 

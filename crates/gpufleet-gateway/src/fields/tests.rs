@@ -73,6 +73,18 @@ fn other_values_are_skipped_not_validated() {
 }
 
 #[test]
+fn long_strings_with_escapes_anywhere_are_skipped_whole() {
+    for at in [0, 1, 15, 16, 17, 40, 199] {
+        let mut content = "x}]{[,".repeat(34);
+        content.insert_str(at, "\\\"");
+        let body = format!(r#"{{"messages":[{{"content":"{content}"}}],"model":"m"}}"#);
+        let r = scan(body.as_bytes()).expect("scanned");
+        assert_eq!(r.model.as_deref(), Some("m"), "escape at {at}");
+        assert_eq!(r, serde(body.as_bytes()).unwrap());
+    }
+}
+
+#[test]
 fn deep_nesting_goes_to_serde() {
     let deep = format!(r#"{{"model":"m","x":{}{}}}"#, "[".repeat(100), "]".repeat(100));
     assert!(scan(deep.as_bytes()).is_none());
@@ -86,7 +98,7 @@ fn any_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         (-1e6f64..1e6).prop_map(Value::from),
-        "[a-z\"\\\\/{}\\[\\],:\u{0}-\u{1f}é😀 ]{0,12}".prop_map(Value::String),
+        "[a-z\"\\\\/{}\\[\\],:\u{0}-\u{1f}é😀 ]{0,40}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
