@@ -307,8 +307,16 @@ async fn attempt(gw: &Gateway, lease: Lease, out: &Outgoing) -> Result<Answer, G
 /// `usage.completion_tokens` if the bytes hold it (the last one wins).
 pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"completion_tokens\"";
-    static FINDER: LazyLock<memchr::memmem::FinderRev<'static>> = LazyLock::new(|| memchr::memmem::FinderRev::new(KEY));
-    let at = FINDER.rfind(body)? + KEY.len();
+    static FORWARD: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    static BACKWARD: LazyLock<memchr::memmem::FinderRev<'static>> = LazyLock::new(|| memchr::memmem::FinderRev::new(KEY));
+    // `usage` ends an answer (llama.cpp adds `timings` after it): the last KiB first, with the
+    // vectorised forward search (the backward one is not), then the whole body backwards. The key
+    // appears once: a quote inside a JSON string is escaped, so the needle matches keys only.
+    let tail = body.len().saturating_sub(1024);
+    let at = match FORWARD.find(&body[tail..]) {
+        Some(i) => tail + i,
+        None => BACKWARD.rfind(body)?,
+    } + KEY.len();
     let rest = &body[at..];
     let rest = &rest[rest
         .iter()
@@ -377,5 +385,10 @@ mod tests {
         let body = br#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens": 25,"total_tokens":37}}"#;
         assert_eq!(completion_tokens(body), Some(25));
         assert_eq!(completion_tokens(b"data: {\"choices\":[]}\n\n"), None);
+        // Usage far from the end (a long `timings` object after it), and within the last KiB.
+        let far = format!(r#"{{"usage":{{"completion_tokens":7}},"timings":{{"pad":"{}"}}}}"#, "x".repeat(3000));
+        assert_eq!(completion_tokens(far.as_bytes()), Some(7));
+        let near = format!(r#"{{"content":"{}","usage":{{"completion_tokens":9}}}}"#, "y".repeat(3000));
+        assert_eq!(completion_tokens(near.as_bytes()), Some(9));
     }
 }
