@@ -70,22 +70,37 @@ pub(crate) async fn headers(mut req: Request<Body>, next: Next) -> Response {
     resp
 }
 
-/// Sets the request id and the security headers on an answer (a page may set its own CSP).
+/// The security headers of every answer (name, value), in one list: [`secure`] sets them on the
+/// router's answers, the inference lane writes them as bytes (`lane::write`). A page may set its
+/// own `content-security-policy`.
+pub(crate) const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("cache-control", "no-store"),
+];
+
+/// Sets the request id and [`SECURITY_HEADERS`] on an answer (a page may set its own CSP).
 pub(crate) fn secure(resp: &mut Response, id: &str) {
     // Names as constants: a `&str` name is parsed and validated on every insert.
     const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-    const NO_SNIFF: HeaderName = HeaderName::from_static("x-content-type-options");
-    const FRAME: HeaderName = HeaderName::from_static("x-frame-options");
+    const fn one(i: usize) -> (HeaderName, HeaderValue) {
+        (HeaderName::from_static(SECURITY_HEADERS[i].0), HeaderValue::from_static(SECURITY_HEADERS[i].1))
+    }
+    const HEADERS: [(HeaderName, HeaderValue); 5] = [one(0), one(1), one(2), one(3), one(4)];
     let h = resp.headers_mut();
     h.reserve(6);
     if let Ok(v) = HeaderValue::from_str(id) {
         h.insert(REQUEST_ID, v);
     }
-    h.insert(NO_SNIFF, HeaderValue::from_static("nosniff"));
-    h.insert(FRAME, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in HEADERS {
+        if name == header::CONTENT_SECURITY_POLICY {
+            h.entry(name).or_insert(value);
+        } else {
+            h.insert(name, value);
+        }
+    }
 }
 
 /// Checks the matched route's guard; audits mutating requests once their outcome is known.

@@ -323,7 +323,7 @@ impl Lane<'_> {
         self.out.clear();
         write::status_line(&mut self.out, parts.status);
         for (name, value) in &parts.headers {
-            if name == "x-request-id" || write::SECURITY_NAMES.contains(&name.as_str()) {
+            if name == "x-request-id" || write::is_security_header(name.as_str()) {
                 continue; // written by `tail`
             }
             self.out.extend_from_slice(name.as_str().as_bytes());
