@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per proxied chat completion in the gateway process, counted by callgrind (exact and
 # repeatable whatever else the machine is doing, unlike req/s on a shared 2-core box).
-#   scripts/profile-gateway.sh [GPUFLEET_BIN] [SECONDS]
+#   scripts/profile-gateway.sh [GPUFLEET_BIN|nginx] [SECONDS]
+# With `nginx` in place of the binary, the peer is counted the same way: an nginx reverse proxy
+# (one process, `master_process off`, keep-alive upstream as `gpufleet bench gateway` runs it).
 # Starts an nginx mock backend (the fixed 272-byte completion of `gpufleet bench gateway`), the
 # gateway under `valgrind --tool=callgrind` with an admin key, warms up, zeroes the counters, loads
 # it with wrk (1 thread, 4 connections) for SECONDS, dumps, and prints instructions per request
@@ -12,7 +14,7 @@ set -euo pipefail
 BIN=${1:-target/release/gpufleet}
 SECS=${2:-10}
 OUT_DIR=${OUT_DIR:-/tmp/gpufleet-profile}
-for t in nginx wrk valgrind callgrind_control; do
+for t in nginx wrk valgrind callgrind_control curl; do
   command -v "$t" >/dev/null || { echo "missing $t (apt-get install nginx-light wrk valgrind)" >&2; exit 1; }
 done
 rm -rf "$OUT_DIR"; mkdir -p "$OUT_DIR/nginx" "$OUT_DIR/data"
@@ -48,8 +50,22 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 nginx -p "$P" -c "$P/nginx.conf" -g 'daemon off;' & pids+=($!)
-GPUFLEET_ADMIN_KEY=$KEY GPUFLEET_LOG_LEVEL=warn valgrind --tool=callgrind --callgrind-out-file="$OUT_DIR/callgrind.out" \
-  "$BIN" up --config "$OUT_DIR/gpufleet.toml" --listen 127.0.0.1:$GW_PORT --data-dir "$OUT_DIR/data" 2>"$OUT_DIR/gpufleet.log" & pids+=($!)
+if [ "$BIN" = nginx ]; then
+  X="$OUT_DIR/proxy"; mkdir -p "$X"
+  cat > "$X/nginx.conf" <<NG
+worker_processes 1; master_process off; daemon off; pid $X/nginx.pid; error_log $X/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $X/b; proxy_temp_path $X/p; fastcgi_temp_path $X/f; uwsgi_temp_path $X/u; scgi_temp_path $X/s;
+  keepalive_requests 1000000;
+  upstream gpus { least_conn; server 127.0.0.1:$MOCK_PORT; keepalive 128; }
+  server { listen 127.0.0.1:$GW_PORT; location / { proxy_pass http://gpus; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NG
+  valgrind --tool=callgrind --callgrind-out-file="$OUT_DIR/callgrind.out" \
+    nginx -p "$X" -c "$X/nginx.conf" 2>"$OUT_DIR/gpufleet.log" & pids+=($!)
+else
+  GPUFLEET_ADMIN_KEY=$KEY GPUFLEET_LOG_LEVEL=warn valgrind --tool=callgrind --callgrind-out-file="$OUT_DIR/callgrind.out" \
+    "$BIN" up --config "$OUT_DIR/gpufleet.toml" --listen 127.0.0.1:$GW_PORT --data-dir "$OUT_DIR/data" 2>"$OUT_DIR/gpufleet.log" & pids+=($!)
+fi
 ok=""
 for _ in $(seq 1 600); do
   if curl -sf -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
