@@ -10,6 +10,7 @@
 //! instructions of a proxied chat completion (callgrind, `docs/benchmarks.md`).
 
 use crate::proxy::Endpoint;
+use serde::de::value::StrDeserializer;
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -83,12 +84,10 @@ fn scan(b: &[u8]) -> Option<Routing<'_>> {
                 4 => r.run_async = s.opt_bool()?,
                 8 => r.priority = s.opt_str()?.map(Cow::Borrowed),
                 16 => {
+                    // The enum's own serde names: an unknown one goes to serde_json for its error.
                     r.endpoint = match s.opt_str()? {
                         None => None,
-                        Some("chat") => Some(Endpoint::Chat),
-                        Some("completions") => Some(Endpoint::Completions),
-                        Some("embeddings") => Some(Endpoint::Embeddings),
-                        Some(_) => return None,
+                        Some(name) => Some(Endpoint::deserialize(StrDeserializer::<serde::de::value::Error>::new(name)).ok()?),
                     }
                 }
                 _ => s.skip_value()?,
