@@ -310,10 +310,11 @@ pub(crate) fn completion_tokens(body: &[u8]) -> Option<u64> {
     static FORWARD: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(KEY));
     static BACKWARD: LazyLock<memchr::memmem::FinderRev<'static>> = LazyLock::new(|| memchr::memmem::FinderRev::new(KEY));
     // `usage` ends an answer (llama.cpp adds `timings` after it): the last KiB first, with the
-    // vectorised forward search (the backward one is not), then the whole body backwards. The key
-    // appears once: a quote inside a JSON string is escaped, so the needle matches keys only.
+    // vectorised forward search (the backward one is not), its last match (a chunk can carry
+    // several SSE events, each with its usage), then the whole body backwards. A quote inside a
+    // JSON string is escaped, so the needle matches keys only.
     let tail = body.len().saturating_sub(1024);
-    let at = match FORWARD.find(&body[tail..]) {
+    let at = match FORWARD.find_iter(&body[tail..]).last() {
         Some(i) => tail + i,
         None => BACKWARD.rfind(body)?,
     } + KEY.len();
@@ -390,5 +391,8 @@ mod tests {
         assert_eq!(completion_tokens(far.as_bytes()), Some(7));
         let near = format!(r#"{{"content":"{}","usage":{{"completion_tokens":9}}}}"#, "y".repeat(3000));
         assert_eq!(completion_tokens(near.as_bytes()), Some(9));
+        // Several events in one chunk, each with its usage: the last one counts.
+        let events = b"data: {\"usage\":{\"completion_tokens\":3}}\n\ndata: {\"usage\":{\"completion_tokens\":4}}\n\n";
+        assert_eq!(completion_tokens(events), Some(4));
     }
 }
