@@ -176,8 +176,6 @@ impl Drop for Enqueued<'_> {
 }
 
 impl Pool {
-    /// A lease now, or after waiting in the queue. `Ok` carries a `Retry-After` hint when the
-    /// queue was deep.
     /// A lease at once when nobody waits and a backend has room (no queueing, no future).
     pub(crate) fn try_acquire(self: &Arc<Self>, bal: &Arc<Balancer>, excluded: &[usize]) -> Option<Lease> {
         if self.waiting.load(Ordering::Acquire) == 0 {
@@ -186,6 +184,8 @@ impl Pool {
         None
     }
 
+    /// A lease now, or after waiting in the queue. `Ok` carries a `Retry-After` hint when the
+    /// queue was deep.
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         bal: &Arc<Balancer>,

@@ -39,6 +39,9 @@ fn added_p99(rows: &[Row], target: &str, conns: u32) -> Option<f64> {
 
 /// The figures of a run: the JSON object `--json` prints, and the targets checked.
 struct Summary {
+    /// One row per target and connection count (medians over the rounds).
+    rows: Vec<Row>,
+    rounds: u32,
     json: Value,
     gf: &'static str,
     auth_added: Map<String, Value>,
@@ -147,6 +150,8 @@ fn summarize(
         "checks": checks.iter().map(|(what, met)| json!({"target": what, "met": met})).collect::<Vec<_>>(),
     });
     Summary {
+        rows: medians,
+        rounds: n_rounds,
         json,
         gf,
         auth_added,
@@ -163,14 +168,14 @@ pub(super) fn report(
     peers: &Map<String, Value>,
 ) -> Result<()> {
     let Summary {
+        rows: medians,
+        rounds: n_rounds,
         json,
         gf,
         auth_added,
         litellm_ratio,
         checks,
     } = summarize(args, rows, rss, peers);
-    let n_rounds = rounds::count(rows);
-    let medians = rounds::medians(rows);
     let rows = &medians[..];
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
