@@ -21,12 +21,7 @@ use std::net::SocketAddr;
 pub struct RequestId(pub String);
 
 pub(crate) fn request_id<B>(req: &Request<B>) -> String {
-    id_or_new(req.headers().get("x-request-id").and_then(|v| v.to_str().ok()))
-}
-
-/// The client's request id when it is a sane one, else a new one.
-fn id_or_new(given: Option<&str>) -> String {
-    IdBuf::of(given).as_str().to_owned()
+    IdBuf::of(req.headers().get("x-request-id").and_then(|v| v.to_str().ok())).as_str().to_owned()
 }
 
 /// A request id without allocating: the client's `X-Request-Id` when it is a sane one (1 to 64

@@ -96,9 +96,7 @@ impl ApiService {
             None => Some(Handoff::new(io)),
         }
     }
-}
 
-impl ApiService {
     /// [`Self::serve_lane`] with other timeouts.
     #[cfg(test)]
     pub(crate) async fn serve_lane_with(&self, io: TcpStream, peer: SocketAddr, shutdown: &Shutdown, timeouts: crate::lane::Timeouts) -> Option<Handoff> {
@@ -147,7 +145,6 @@ where
     }
 }
 
-/// One inference call: guard, gateway, security headers.
 /// What a request brings to the inference guard.
 pub(crate) struct Caller<'a> {
     pub(crate) peer: SocketAddr,
@@ -181,6 +178,7 @@ impl Fast {
     }
 }
 
+/// One inference call: guard, gateway, security headers.
 async fn inference(fast: &Fast, route: usize, req: Request<Body>) -> Response {
     let (path, endpoint) = FAST_ROUTES[route];
     let id = request_id(&req);
